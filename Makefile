@@ -1,0 +1,49 @@
+# The README's two commands are `make serve` (the main job) and `make test` (the whole suite).
+# Both create .venv on first use and install what they need.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+# `cpu` (onnxruntime) or `gpu` (onnxruntime-gpu): they provide the same module, never both.
+ORT ?= cpu
+STAMP := $(VENV)/.installed-$(ORT)
+DEMO_DATA ?= data/demo
+DEMO_BUNDLE ?= models/demo
+HOST ?= 127.0.0.1
+PORT ?= 8000
+
+.PHONY: venv serve demo test lint bench redis clean
+
+$(STAMP): pyproject.toml
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	# The pinned CPU build of torch first: it installs from local disk in seconds, where an
+	# unpinned torch would pull a multi-GB CUDA build.
+	$(BIN)/python -m pip install -q "torch==2.13.0"
+	@if [ "$(ORT)" = gpu ]; then $(BIN)/python -m pip uninstall -q -y onnxruntime || true; \
+	 else $(BIN)/python -m pip uninstall -q -y onnxruntime-gpu || true; fi
+	$(BIN)/python -m pip install -q -e ".[$(ORT),train,load,dev]"
+	@rm -f $(VENV)/.installed-*
+	@touch $(STAMP)
+
+venv: $(STAMP)
+
+# The main job: build the demo corpus and bundle when missing, then serve them.
+serve: $(STAMP)
+	$(BIN)/ccrl demo --data $(DEMO_DATA) --bundle $(DEMO_BUNDLE) --host $(HOST) --port $(PORT)
+
+redis:
+	@bash scripts/ensure-redis.sh
+
+test: $(STAMP) redis
+	$(BIN)/python -m pytest
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+bench: $(STAMP)
+	$(BIN)/python -m loadtests.bench_read
+
+clean:
+	rm -rf $(VENV) build dist *.egg-info .pytest_cache .ruff_cache .mypy_cache

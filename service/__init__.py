@@ -1,0 +1,7 @@
+"""Runtime of the CCRL temporal concept localization service.
+
+Everything needed to score lives here (frame format, pair features, bundle reader, scorer, stores,
+HTTP API); nothing in this package imports torch or the ``training`` package.
+"""
+
+__version__ = "0.1.0"

@@ -1,0 +1,170 @@
+"""The ``ccrl`` command.
+
+Every subcommand imports what it needs inside its body: ``ccrl serve`` must start with the runtime
+alone (no torch, no training code), and ``ccrl --help`` must be instant.
+"""
+
+from __future__ import annotations
+
+from enum import Enum
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+app = typer.Typer(
+    name="ccrl",
+    help="Temporal concept localization in video with Cross-Class Relevance Learning.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_show_locals=False,
+)
+
+
+class CandidateModel(str, Enum):
+    lstm = "lstm"
+    logistic = "logistic"
+    ensemble = "ensemble"
+
+
+class Preset(str, Enum):
+    small = "small"
+    paper = "paper"
+
+
+@app.command()
+def synth(
+    out: Annotated[Path, typer.Argument(help="Output folder (train/, validate/, test/, CSVs).")],
+    videos: Annotated[int, typer.Option(help="Total number of videos over all splits.")] = 2000,
+    classes: Annotated[int, typer.Option(help="Vocabulary size (video classes).")] = 100,
+    seed: Annotated[int, typer.Option(help="Random seed; the corpus is deterministic for it.")] = 0,
+    gzip: Annotated[bool, typer.Option("--gzip", help="Write gzip-compressed TFRecords.")] = False,
+    shards: Annotated[int, typer.Option(help="Shards per split.")] = 4,
+) -> None:
+    """Write a synthetic corpus in the YouTube-8M frame-level layout."""
+    from training.synth import run_synth
+
+    run_synth(out, videos=videos, classes=classes, seed=seed, gzip=gzip, shards=shards)
+
+
+@app.command("inspect")
+def inspect_cmd(
+    paths: Annotated[list[Path], typer.Argument(help="TFRecord files, folders or globs.")],
+    json_out: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
+    skip_corrupt: Annotated[
+        bool, typer.Option("--skip-corrupt", help="Skip corrupt records with a warning.")
+    ] = False,
+) -> None:
+    """Summarize a data set: videos, frames, rated and positive segments, classes."""
+    from training.summary import run_inspect
+
+    run_inspect(paths, json_out=json_out, skip_corrupt=skip_corrupt)
+
+
+@app.command()
+def score(
+    submission: Annotated[Path, typer.Argument(help="Kaggle submission CSV (Class,Segments).")],
+    data: Annotated[list[Path], typer.Option(help="Segment-rated TFRecords (files/folders).")],
+    top: Annotated[int, typer.Option(help="Segments kept per class.")] = 100_000,
+) -> None:
+    """Score a submission with the challenge metric; the last line is `mAP <value>`."""
+    from training.metric import run_score
+
+    run_score(submission, data, top=top)
+
+
+@app.command("train-candidates")
+def train_candidates(
+    data: Annotated[Path, typer.Argument(help="Corpus folder with train/ and a rated split.")],
+    out: Annotated[Path, typer.Option(help="Output folder for the ONNX graph(s) and report.")],
+    model: Annotated[CandidateModel, typer.Option(help="Which generator.")] = CandidateModel.lstm,
+    preset: Annotated[Preset, typer.Option(help="Model size.")] = Preset.small,
+    epochs: Annotated[int | None, typer.Option(help="Override the preset's epochs.")] = None,
+    seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
+    resume: Annotated[bool, typer.Option(help="Resume from the last checkpoint in OUT.")] = False,
+) -> None:
+    """Train the video-level candidate model(s) and export candidate.onnx with a recall report."""
+    from training.candidates import run_train_candidates
+
+    run_train_candidates(
+        data, out, model=model.value, preset=preset.value, epochs=epochs, seed=seed, resume=resume
+    )
+
+
+@app.command()
+def train(
+    data: Annotated[Path, typer.Argument(help="Corpus folder (train/, validate/, test/).")],
+    out: Annotated[Path, typer.Option(help="Bundle folder, e.g. models/NAME.")],
+    preset: Annotated[Preset, typer.Option(help="Candidate model size.")] = Preset.small,
+    seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
+) -> None:
+    """Run the whole pipeline: candidates, baselines, CCRL, bank, export, report."""
+    from training.pipeline import run_train
+
+    run_train(data, out, preset=preset.value, seed=seed)
+
+
+@app.command()
+def evaluate(
+    bundle: Annotated[Path, typer.Argument(help="Model bundle folder.")],
+    data: Annotated[list[Path], typer.Option(help="Segment-rated TFRecords (files/folders).")],
+    out: Annotated[Path | None, typer.Option(help="Report folder (default BUNDLE/report).")] = None,
+) -> None:
+    """Evaluate every model of a bundle and write the report (markdown, JSON, plots)."""
+    from training.report import run_evaluate
+
+    run_evaluate(bundle, data, out=out)
+
+
+@app.command()
+def submit(
+    bundle: Annotated[Path, typer.Argument(help="Model bundle folder.")],
+    data: Annotated[list[Path], typer.Option(help="TFRecords to rank (files/folders).")],
+    out: Annotated[Path, typer.Option(help="Submission CSV to write.")],
+    model: Annotated[str, typer.Option(help="ccrl, lstm, convnet, ensemble, ...")] = "ccrl",
+    no_cg: Annotated[bool, typer.Option("--no-cg", help="Rank all segments (no CG).")] = False,
+    top: Annotated[int, typer.Option(help="Segments kept per class.")] = 100_000,
+) -> None:
+    """Write a Kaggle submission (Class,Segments) for any model, with or without CG."""
+    from training.submit import run_submit
+
+    run_submit(bundle, data, out, model=model, cg=not no_cg, top=top)
+
+
+@app.command()
+def serve(
+    bundle: Annotated[
+        Path | None, typer.Option(help="Model bundle (default: $CCRL_BUNDLE).")
+    ] = None,
+    host: Annotated[str, typer.Option(help="Bind address.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port.")] = 8000,
+    workers: Annotated[int, typer.Option(help="Worker processes.")] = 1,
+) -> None:
+    """Serve the localization API (runtime only: no torch, no training code)."""
+    from service.api.server import run_server
+
+    run_server(bundle=bundle, host=host, port=port, workers=workers)
+
+
+@app.command()
+def demo(
+    data: Annotated[Path, typer.Option(help="Demo corpus folder.")] = Path("data/demo"),
+    bundle: Annotated[Path, typer.Option(help="Demo bundle folder.")] = Path("models/demo"),
+    host: Annotated[str, typer.Option(help="Bind address.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port.")] = 8000,
+    build_only: Annotated[
+        bool, typer.Option("--build-only", help="Build the corpus and bundle, do not serve.")
+    ] = False,
+) -> None:
+    """Build the demo corpus and bundle when missing, then serve them (the README's first command)."""
+    from training.demo import run_demo
+
+    run_demo(data=data, bundle=bundle, host=host, port=port, build_only=build_only)
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

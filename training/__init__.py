@@ -1,0 +1,1 @@
+"""Offline side of CCRL: data at scale, synthetic corpus, candidate models, CCRL, export, reports."""
