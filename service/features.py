@@ -1,0 +1,492 @@
+"""Pairwise (segment, class) features for CCRL, shared by training and serving (numpy only).
+
+For a segment ``s`` of a video ``v`` and a class ``c`` one feature row holds the class id
+(categorical), the candidate model's outputs for ``c`` around ``s`` (``video_probs[c]``,
+``segment_probs[s, c]``, its neighbours, its rank within the video, ...) and the similarity
+features of the paper's section 3.4: the summed and mean cosine similarity of ``s`` to the labelled
+positive / negative segments of ``c`` from OTHER videos (``u != v``).
+
+A sum of cosines is one dot product with a per-class sum of unit vectors, so the cost per pair is
+O(D) whatever the bank size; the "other videos" rule subtracts the sum of the bank entries of ``v``
+(a video has only a handful of rated segments, so that sum is computed on the fly from the bank's
+per-video entry index). The optional max-cosine features scan the bank entries of the requested
+classes in one matrix product.
+
+Row order of a :class:`PairMatrix` is class-major: row ``k * S + s`` is (segment ``s``, class
+``classes[k]``), so ``scores.reshape(K, S)`` gives one row of segment scores per class.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import numpy.typing as npt
+
+F32 = npt.NDArray[np.float32]
+I64 = npt.NDArray[np.int64]
+
+FEATURE_NAMES: tuple[str, ...] = (
+    "class_id",  # categorical: the trees group classes (the paper's one-hot class encoding)
+    "video_prob",  # video_probs[c]
+    "video_class_rank",  # rank of c among all classes of the video (0 = the video's top class)
+    "seg_prob",  # segment_probs[s, c]
+    "seg_prob_prev",  # segment_probs[s - 1, c] (NaN for the first segment)
+    "seg_prob_next",  # segment_probs[s + 1, c] (NaN for the last segment)
+    "seg_prob_rank",  # rank of s among the video's segments for c, in [0, 1] (0 = best)
+    "seg_prob_video_max",  # max over the video's segments of segment_probs[:, c]
+    "seg_prob_video_mean",  # mean over the video's segments of segment_probs[:, c]
+    "seg_prob_rel_max",  # segment_probs[s, c] / max over segments
+    "seg_class_rank",  # number of classes scoring higher than c on segment s
+    "seg_top_prob",  # max over classes of segment_probs[s, :]
+    "seg_position",  # s / (S - 1), in [0, 1]
+    "num_segments",  # S
+    "sim_pos_sum",  # sum of cos(s, x) over positives x of c from other videos
+    "sim_pos_mean",  # sim_pos_sum / pos_count (NaN when no positive)
+    "sim_neg_sum",  # the same for the negatives of c
+    "sim_neg_mean",
+    "sim_mean_diff",  # sim_pos_mean - sim_neg_mean
+    "sim_pos_max",  # max cosine to a positive of c from another video (NaN when off / none)
+    "sim_neg_max",
+    "pos_count",  # positives of c in the bank, other videos only
+    "neg_count",
+)
+"""Column order of the pair matrix; the manifest stores it and the service checks it."""
+
+CATEGORICAL: tuple[str, ...] = ("class_id",)
+"""Columns that XGBoost treats as categorical (``feature_types`` ``'c'``)."""
+
+FEATURE_TYPES: tuple[str, ...] = tuple("c" if n in CATEGORICAL else "q" for n in FEATURE_NAMES)
+"""XGBoost ``feature_types`` matching :data:`FEATURE_NAMES`."""
+
+_COL = {name: i for i, name in enumerate(FEATURE_NAMES)}
+
+
+def unit_rows(x: npt.ArrayLike) -> F32:
+    """Rows scaled to unit L2 norm: float32 [N, D] -> float32 [N, D]; all-zero rows stay zero."""
+    a = np.asarray(x, dtype=np.float32)
+    if a.ndim != 2:
+        raise ValueError(f"expected a 2-d array of embeddings, got shape {a.shape}")
+    norms = np.linalg.norm(a, axis=1, keepdims=True)
+    return np.divide(a, norms, out=np.zeros_like(a), where=norms > 0)
+
+
+@dataclass
+class ClassBank:
+    """The labelled-embedding bank: per-class sums of unit vectors, counts, and the raw entries.
+
+    Attributes:
+        pos_sum: float32 [C, D], sum of the unit embeddings of the positive segments of each class.
+        neg_sum: float32 [C, D], the same for the negatives.
+        pos_count: int64 [C], number of positive entries per class.
+        neg_count: int64 [C], number of negative entries per class.
+        emb: float32 [N, D], the unit embedding of every labelled (segment, class) entry.
+        emb_class: int64 [N], the entry's class.
+        emb_label: int8 [N], 1 positive, 0 negative.
+        emb_video: str [N], the entry's video id (for the same-video exclusion).
+        emb_start: int64 [N], the entry's segment start frame.
+    """
+
+    pos_sum: F32
+    neg_sum: F32
+    pos_count: I64
+    neg_count: I64
+    emb: F32
+    emb_class: I64
+    emb_label: npt.NDArray[np.int8]
+    emb_video: npt.NDArray[np.str_]
+    emb_start: I64
+    _by_video: dict[str, I64] | None = field(default=None, repr=False, compare=False)
+    _groups: tuple[I64, I64] | None = field(default=None, repr=False, compare=False)
+
+    ARRAYS = (
+        "pos_sum",
+        "neg_sum",
+        "pos_count",
+        "neg_count",
+        "emb",
+        "emb_class",
+        "emb_label",
+        "emb_video",
+        "emb_start",
+    )
+
+    @property
+    def num_classes(self) -> int:
+        return int(self.pos_sum.shape[0])
+
+    @property
+    def dim(self) -> int:
+        return int(self.pos_sum.shape[1])
+
+    def __len__(self) -> int:
+        return int(self.emb.shape[0])
+
+    @classmethod
+    def empty(cls, num_classes: int, dim: int) -> ClassBank:
+        """A bank with no entries: C classes, D-dimensional embeddings."""
+        return cls.from_entries(
+            np.zeros((0, dim), np.float32), [], [], [], [], num_classes=num_classes
+        )
+
+    @classmethod
+    def from_entries(
+        cls,
+        embeddings: npt.ArrayLike,
+        classes: Iterable[int] | npt.ArrayLike,
+        labels: Iterable[float] | npt.ArrayLike,
+        videos: Sequence[str] | npt.ArrayLike,
+        starts: Iterable[int] | npt.ArrayLike,
+        *,
+        num_classes: int,
+    ) -> ClassBank:
+        """Build a bank from labelled entries.
+
+        Args:
+            embeddings: float [N, D] segment embeddings (normalized here to unit length).
+            classes: int [N] class ids in ``[0, num_classes)``.
+            labels: [N] 1 (positive) or 0 (negative); scores >= 0.5 count as positive.
+            videos: [N] video ids.
+            starts: int [N] segment start frames.
+            num_classes: C, the vocabulary size.
+        """
+        e = unit_rows(embeddings)
+        n = e.shape[0]
+        c = np.asarray(list(classes) if not hasattr(classes, "__len__") else classes, np.int64)
+        lab = (np.asarray(labels, dtype=np.float64) >= 0.5).astype(np.int8)
+        vid = np.asarray(videos, dtype=np.str_) if n else np.zeros(0, dtype="<U1")
+        st = np.asarray(starts, dtype=np.int64)
+        for name, arr in (("classes", c), ("labels", lab), ("videos", vid), ("starts", st)):
+            if arr.shape != (n,):
+                raise ValueError(f"bank entries: {name} has shape {arr.shape}, expected ({n},)")
+        if n and (c.min() < 0 or c.max() >= num_classes):
+            raise ValueError(
+                f"bank entries: class ids must be in [0, {num_classes}), got {c.min()}..{c.max()}"
+            )
+        pos_sum, neg_sum, pos_count, neg_count = _class_sums(e, c, lab, num_classes)
+        return cls(pos_sum, neg_sum, pos_count, neg_count, e, c, lab, vid.reshape(n), st)
+
+    # ------------------------------------------------------------------ updates
+    def add(
+        self,
+        embeddings: npt.ArrayLike,
+        classes: npt.ArrayLike,
+        labels: npt.ArrayLike,
+        videos: Sequence[str] | npt.ArrayLike,
+        starts: npt.ArrayLike,
+    ) -> ClassBank:
+        """A new bank with these entries added; an entry with the same (class, video, start) as an
+        existing one replaces it (a relabel). The sums are rebuilt from the raw entries, O(N D)."""
+        new = ClassBank.from_entries(
+            embeddings, classes, labels, videos, starts, num_classes=self.num_classes
+        )
+        if new.dim != self.dim and len(new):
+            raise ValueError(f"bank entries: embedding dim {new.dim}, the bank's is {self.dim}")
+        old_keys = _entry_keys(self.emb_class, self.emb_video, self.emb_start)
+        new_keys = set(_entry_keys(new.emb_class, new.emb_video, new.emb_start))
+        keep = np.array([k not in new_keys for k in old_keys], dtype=bool)
+        return ClassBank.from_entries(
+            np.concatenate([self.emb[keep], new.emb]),
+            np.concatenate([self.emb_class[keep], new.emb_class]),
+            np.concatenate([self.emb_label[keep], new.emb_label]),
+            np.concatenate([self.emb_video[keep].astype(object), new.emb_video.astype(object)]),
+            np.concatenate([self.emb_start[keep], new.emb_start]),
+            num_classes=self.num_classes,
+        )
+
+    def without_video(self, video_id: str) -> ClassBank:
+        """A new bank without any entry of ``video_id``."""
+        keep = self.emb_video != video_id
+        return ClassBank.from_entries(
+            self.emb[keep],
+            self.emb_class[keep],
+            self.emb_label[keep],
+            self.emb_video[keep],
+            self.emb_start[keep],
+            num_classes=self.num_classes,
+        )
+
+    # ------------------------------------------------------------------ indexes
+    def video_entries(self, video_id: str | None) -> I64:
+        """Indices (int64 [n]) of the bank entries of ``video_id`` (empty for None / unknown)."""
+        if video_id is None:
+            return np.zeros(0, np.int64)
+        if self._by_video is None:
+            index: dict[str, list[int]] = {}
+            for i, v in enumerate(self.emb_video.tolist()):
+                index.setdefault(v, []).append(i)
+            self._by_video = {v: np.asarray(ix, np.int64) for v, ix in index.items()}
+        return self._by_video.get(video_id, np.zeros(0, np.int64))
+
+    def _class_groups(self) -> tuple[I64, I64]:
+        """(order, offsets): entries sorted by (class, label); group g = 2 * class + label spans
+        ``order[offsets[g]:offsets[g + 1]]``. offsets is int64 [2C + 1]."""
+        if self._groups is None:
+            g = self.emb_class * 2 + self.emb_label.astype(np.int64)
+            order = np.argsort(g, kind="stable").astype(np.int64)
+            counts = np.bincount(g, minlength=2 * self.num_classes)
+            offsets = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
+            self._groups = (order, offsets)
+        return self._groups
+
+    # ------------------------------------------------------------------ files
+    def arrays(self) -> dict[str, np.ndarray]:
+        """The bank as plain arrays (the ``bank.npz`` layout of docs/contracts.md)."""
+        return {name: getattr(self, name) for name in self.ARRAYS}
+
+    def save(self, path: str | Path) -> Path:
+        """Write ``bank.npz`` (uncompressed, no pickled objects)."""
+        path = Path(path)
+        arrays = self.arrays()
+        if arrays["emb_video"].size == 0:
+            arrays["emb_video"] = np.zeros(0, dtype="<U1")
+        with path.open("wb") as fh:
+            np.savez(fh, **arrays)
+        return path
+
+    @classmethod
+    def load(cls, path: str | Path) -> ClassBank:
+        """Read a bank written by :meth:`save` (``allow_pickle=False``); checks names and shapes."""
+        path = Path(path)
+        try:
+            with np.load(path, allow_pickle=False) as z:
+                missing = [n for n in cls.ARRAYS if n not in z.files]
+                if missing:
+                    raise ValueError(f"{path}: missing arrays {missing}")
+                a = {n: z[n] for n in cls.ARRAYS}
+        except (OSError, ValueError) as exc:
+            raise ValueError(f"{path}: not a readable bank ({exc})") from exc
+        bank = cls(
+            a["pos_sum"].astype(np.float32),
+            a["neg_sum"].astype(np.float32),
+            a["pos_count"].astype(np.int64),
+            a["neg_count"].astype(np.int64),
+            a["emb"].astype(np.float32),
+            a["emb_class"].astype(np.int64),
+            a["emb_label"].astype(np.int8),
+            a["emb_video"].astype(np.str_),
+            a["emb_start"].astype(np.int64),
+        )
+        bank.validate(str(path))
+        return bank
+
+    def validate(self, where: str = "bank") -> None:
+        """Raise ``ValueError`` naming ``where`` and the array when shapes disagree."""
+        c, d = self.pos_sum.shape if self.pos_sum.ndim == 2 else (-1, -1)
+        n = self.emb.shape[0] if self.emb.ndim == 2 else -1
+        expected = {
+            "pos_sum": (c, d),
+            "neg_sum": (c, d),
+            "pos_count": (c,),
+            "neg_count": (c,),
+            "emb": (n, d),
+            "emb_class": (n,),
+            "emb_label": (n,),
+            "emb_video": (n,),
+            "emb_start": (n,),
+        }
+        for name, shape in expected.items():
+            got = getattr(self, name).shape
+            if got != shape or c < 0 or n < 0:
+                raise ValueError(f"{where}: array {name} has shape {got}, expected {shape}")
+
+
+def _entry_keys(c: I64, v: npt.NDArray[np.str_], s: I64) -> list[tuple[int, str, int]]:
+    return list(zip(c.tolist(), v.tolist(), s.tolist(), strict=True))
+
+
+def _class_sums(
+    e: F32, c: I64, lab: npt.NDArray[np.int8], num_classes: int
+) -> tuple[F32, F32, I64, I64]:
+    """Per-class sums of unit vectors ([C, D] each, accumulated in float64) and counts ([C])."""
+    d = e.shape[1]
+    pos = np.zeros((num_classes, d), np.float64)
+    neg = np.zeros((num_classes, d), np.float64)
+    is_pos = lab == 1
+    np.add.at(pos, c[is_pos], e[is_pos])
+    np.add.at(neg, c[~is_pos], e[~is_pos])
+    pos_count = np.bincount(c[is_pos], minlength=num_classes).astype(np.int64)
+    neg_count = np.bincount(c[~is_pos], minlength=num_classes).astype(np.int64)
+    return pos.astype(np.float32), neg.astype(np.float32), pos_count, neg_count
+
+
+@dataclass(frozen=True)
+class PairMatrix:
+    """The pair features of one video.
+
+    Attributes:
+        x: float32 [S * K, NF], columns :data:`FEATURE_NAMES`, rows class-major (``k * S + s``).
+        class_ids: int64 [S * K], the class of each row.
+        segment_index: int64 [S * K], the segment (0..S-1) of each row.
+    """
+
+    x: F32
+    class_ids: I64
+    segment_index: I64
+
+    def __len__(self) -> int:
+        return int(self.x.shape[0])
+
+
+def build_pair_features(
+    video_probs: npt.ArrayLike,
+    segment_probs: npt.ArrayLike,
+    segment_embeddings: npt.ArrayLike,
+    classes: npt.ArrayLike,
+    bank: ClassBank,
+    video_id: str | None = None,
+    *,
+    max_sim: bool = True,
+) -> PairMatrix:
+    """Feature rows for every (segment, class) pair of one video, fully vectorized.
+
+    Args:
+        video_probs: float [C], the candidate model's video-level class probabilities.
+        segment_probs: float [S, C], the same model applied to each 5-frame segment.
+        segment_embeddings: float [S, D], segment encodings (cosine similarity is taken on them).
+        classes: int [K], the classes to score (e.g. the video's candidate classes).
+        bank: the labelled-embedding bank (C classes, D dims).
+        video_id: the video's id; the bank's entries of this video are excluded (u != v).
+        max_sim: compute the max-cosine features (a scan of the bank entries of the K classes);
+            when False those two columns are NaN.
+
+    Returns:
+        :class:`PairMatrix` with ``S * K`` rows, class-major.
+    """
+    vp = np.asarray(video_probs, dtype=np.float32)
+    sp = np.asarray(segment_probs, dtype=np.float32)
+    se = np.asarray(segment_embeddings, dtype=np.float32)
+    cls = np.asarray(classes, dtype=np.int64).reshape(-1)
+    _check_inputs(vp, sp, se, cls, bank)
+    num_seg = sp.shape[0]
+    k = cls.shape[0]
+    nf = len(FEATURE_NAMES)
+    if num_seg == 0 or k == 0:
+        return PairMatrix(
+            np.zeros((0, nf), np.float32), np.zeros(0, np.int64), np.zeros(0, np.int64)
+        )
+
+    x = np.empty((k, num_seg, nf), dtype=np.float32)  # class-major view of the pair rows
+    p = sp[:, cls].T  # [K, S]: segment_probs[s, c] per requested class
+
+    def put(name: str, value: npt.ArrayLike) -> None:
+        x[:, :, _COL[name]] = value
+
+    put("class_id", cls[:, None].astype(np.float32))
+    put("video_prob", vp[cls][:, None])
+    higher = (vp[None, :] > vp[cls][:, None]).sum(axis=1)  # [K]
+    put("video_class_rank", higher[:, None].astype(np.float32))
+    put("seg_prob", p)
+    prev = np.full_like(p, np.nan)
+    prev[:, 1:] = p[:, :-1]
+    nxt = np.full_like(p, np.nan)
+    nxt[:, :-1] = p[:, 1:]
+    put("seg_prob_prev", prev)
+    put("seg_prob_next", nxt)
+    # rank of s among the video's segments for class c: 0 = best, normalized by S - 1
+    order = np.argsort(-p, axis=1, kind="stable")
+    rank = np.empty_like(order)
+    np.put_along_axis(rank, order, np.arange(num_seg)[None, :].repeat(k, axis=0), axis=1)
+    put("seg_prob_rank", rank.astype(np.float32) / max(num_seg - 1, 1))
+    pmax = p.max(axis=1, keepdims=True)
+    put("seg_prob_video_max", pmax)
+    put("seg_prob_video_mean", p.mean(axis=1, keepdims=True))
+    put("seg_prob_rel_max", p / np.maximum(pmax, np.float32(1e-12)))
+    # classes scoring higher than c on segment s: [K, S]
+    put("seg_class_rank", (sp[None, :, :] > p[:, :, None]).sum(axis=2).astype(np.float32))
+    put("seg_top_prob", sp.max(axis=1)[None, :])
+    put("seg_position", (np.arange(num_seg, dtype=np.float32) / max(num_seg - 1, 1))[None, :])
+    put("num_segments", np.float32(num_seg))
+    _similarity_features(x, se, cls, bank, video_id, max_sim=max_sim)
+
+    class_ids = np.repeat(cls, num_seg)
+    segment_index = np.tile(np.arange(num_seg, dtype=np.int64), k)
+    return PairMatrix(x.reshape(k * num_seg, nf), class_ids, segment_index)
+
+
+def _similarity_features(
+    x: F32, se: F32, cls: I64, bank: ClassBank, video_id: str | None, *, max_sim: bool
+) -> None:
+    """Fill the SIM columns of ``x`` ([K, S, NF]) in place."""
+    u = unit_rows(se)  # [S, D]
+    pos_sum = bank.pos_sum[cls].astype(np.float64)  # [K, D]
+    neg_sum = bank.neg_sum[cls].astype(np.float64)
+    pos_n = bank.pos_count[cls].astype(np.float64)
+    neg_n = bank.neg_count[cls].astype(np.float64)
+    own = bank.video_entries(video_id)
+    if own.size:  # subtract this video's own entries: the paper's u != v
+        slot = {int(c): i for i, c in enumerate(cls.tolist())}
+        for j in own.tolist():  # a handful of rated segments per video, not pairs
+            i = slot.get(int(bank.emb_class[j]))
+            if i is None:
+                continue
+            if bank.emb_label[j] == 1:
+                pos_sum[i] -= bank.emb[j]
+                pos_n[i] -= 1
+            else:
+                neg_sum[i] -= bank.emb[j]
+                neg_n[i] -= 1
+    u64 = u.astype(np.float64)
+    sim_pos = pos_sum @ u64.T  # [K, S]
+    sim_neg = neg_sum @ u64.T
+    with np.errstate(invalid="ignore", divide="ignore"):
+        pos_mean = np.where(pos_n[:, None] > 0, sim_pos / pos_n[:, None], np.nan)
+        neg_mean = np.where(neg_n[:, None] > 0, sim_neg / neg_n[:, None], np.nan)
+    x[:, :, _COL["sim_pos_sum"]] = sim_pos
+    x[:, :, _COL["sim_neg_sum"]] = sim_neg
+    x[:, :, _COL["sim_pos_mean"]] = pos_mean
+    x[:, :, _COL["sim_neg_mean"]] = neg_mean
+    x[:, :, _COL["sim_mean_diff"]] = pos_mean - neg_mean
+    x[:, :, _COL["pos_count"]] = pos_n[:, None]
+    x[:, :, _COL["neg_count"]] = neg_n[:, None]
+    if max_sim:
+        pmax, nmax = _max_similarity(u, cls, bank, video_id)
+        x[:, :, _COL["sim_pos_max"]] = pmax
+        x[:, :, _COL["sim_neg_max"]] = nmax
+    else:
+        x[:, :, _COL["sim_pos_max"]] = np.nan
+        x[:, :, _COL["sim_neg_max"]] = np.nan
+
+
+def _max_similarity(u: F32, cls: I64, bank: ClassBank, video_id: str | None) -> tuple[F32, F32]:
+    """Max cosine of each segment to the positives / negatives of each class, other videos only.
+
+    Returns two float32 [K, S] arrays (NaN where the class has no such entry from another video).
+    """
+    k, s = cls.shape[0], u.shape[0]
+    order, offsets = bank._class_groups()
+    groups = np.stack([2 * cls, 2 * cls + 1], axis=1).reshape(-1)  # [2K]: neg, pos per class
+    lo, hi = offsets[groups], offsets[groups + 1]
+    lengths = hi - lo
+    total = int(lengths.sum())
+    out = np.full((2 * k, s), np.nan, dtype=np.float32)
+    if total == 0:
+        return out[1::2], out[0::2]
+    # indices of the entries of every group, concatenated without a Python loop
+    starts = np.cumsum(lengths) - lengths
+    idx = order[np.repeat(lo - starts, lengths) + np.arange(total)]
+    sims = u @ bank.emb[idx].T  # [S, total]
+    if video_id is not None:
+        sims[:, bank.emb_video[idx] == video_id] = -np.inf
+    nonempty = lengths > 0
+    red = np.maximum.reduceat(sims, starts[nonempty], axis=1)  # [S, nonempty groups]
+    red[~np.isfinite(red)] = np.nan
+    out[nonempty] = red.T
+    return out[1::2], out[0::2]
+
+
+def _check_inputs(vp: F32, sp: F32, se: F32, cls: I64, bank: ClassBank) -> None:
+    if vp.ndim != 1:
+        raise ValueError(f"video_probs must be [C], got shape {vp.shape}")
+    if sp.ndim != 2 or sp.shape[1] != vp.shape[0]:
+        raise ValueError(f"segment_probs must be [S, C={vp.shape[0]}], got shape {sp.shape}")
+    if se.ndim != 2 or se.shape[0] != sp.shape[0]:
+        raise ValueError(f"segment_embeddings must be [S={sp.shape[0]}, D], got shape {se.shape}")
+    if se.shape[1] != bank.dim:
+        raise ValueError(f"segment_embeddings have D={se.shape[1]}, the bank has D={bank.dim}")
+    if vp.shape[0] != bank.num_classes:
+        raise ValueError(f"video_probs has C={vp.shape[0]}, the bank has C={bank.num_classes}")
+    if cls.size and (cls.min() < 0 or cls.max() >= vp.shape[0]):
+        raise ValueError(f"classes must be in [0, {vp.shape[0]}), got {cls.min()}..{cls.max()}")
