@@ -1,0 +1,1 @@
+"""Load tests (Locust scenarios) and performance benchmarks that print measured numbers."""
