@@ -70,6 +70,7 @@ __all__ = [
     "TFRecordError",
     "example_to_video",
     "expand_paths",
+    "is_gzip_header",
     "iter_records",
     "masked_crc32c",
     "read_videos",
@@ -137,9 +138,20 @@ def masked_crc32c(data: bytes | memoryview) -> int:
     return (((crc >> 15) | (crc << 17)) + _MASK_DELTA) & 0xFFFFFFFF
 
 
-def _is_gzip(path: Path) -> bool:
-    with open(path, "rb") as f:
-        return f.read(2) == GZIP_MAGIC
+def is_gzip_header(head: bytes) -> bool:
+    """True when a file starting with ``head`` (its first 12+ bytes) is gzip, not plain TFRecord.
+
+    The gzip magic ``1f 8b`` is also how a plain file starts when its first record's length is
+    ``0x8b1f`` modulo 65536, so a start that is a valid TFRecord header (the length's CRC matches,
+    a 2**-32 accident for a gzip header) is read as plain.
+    """
+    if head[:2] != GZIP_MAGIC:
+        return False
+    if len(head) >= _HEADER.size:
+        length_bytes, (crc,) = head[:8], _FOOTER.unpack_from(head, 8)
+        if masked_crc32c(length_bytes) == crc:
+            return False
+    return True
 
 
 def _read_exact(stream: BinaryIO, n: int) -> bytes:
@@ -164,7 +176,7 @@ def _iter_framed(
     """Yield ``(offset, data)`` for every record of one file, checking both CRCs."""
     with open(path, "rb") as raw:
         stream: BinaryIO
-        gz = raw.read(2) == GZIP_MAGIC
+        gz = is_gzip_header(raw.read(_HEADER.size))
         raw.seek(0)
         stream = gzip.GzipFile(fileobj=raw, mode="rb") if gz else raw  # type: ignore[assignment]
         offset = 0
@@ -318,6 +330,9 @@ def video_to_example(video: Video) -> bytes:
     """Serialize a :class:`Video` as a YouTube-8M frame-level ``SequenceExample``.
 
     Segment fields are written only when the video carries ratings (like the real train/test files).
+
+    Raises:
+        ValueError: rgb / audio are not uint8 (quantize float features first).
     """
     seq = example_pb2.SequenceExample()
     ctx = seq.context.feature
@@ -335,7 +350,12 @@ def video_to_example(video: Video) -> bytes:
         )
     lists = seq.feature_lists.feature_list
     for name, arr, dim in (("rgb", video.rgb, RGB_DIM), ("audio", video.audio, AUDIO_DIM)):
-        blob = np.ascontiguousarray(arr, dtype=np.uint8).tobytes()
+        if arr.dtype != np.uint8:
+            raise ValueError(
+                f"video {video.id!r}: {name} must be uint8 (quantized), got {arr.dtype}; "
+                "use service.yt8m.quantize on float features"
+            )
+        blob = np.ascontiguousarray(arr).tobytes()
         feats = lists[name].feature
         for i in range(0, len(blob), dim):
             feats.add().bytes_list.value.append(blob[i : i + dim])

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gzip
+import hashlib
 import importlib.util
 import json
 import logging
@@ -11,6 +12,7 @@ import re
 import struct
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -422,7 +424,7 @@ def test_reads_tensorflow_written_fixtures(caplog: pytest.LogCaptureFixture) -> 
 # -- the real TensorFlow reads what we write (only where tensorflow is installed) ------------------
 
 _TF_READER = r"""
-import json, sys
+import hashlib, json, sys
 import numpy as np
 import tensorflow as tf
 spec = json.load(open(sys.argv[1]))
@@ -441,8 +443,9 @@ for path, comp in spec["files"]:
         rgb = tf.io.decode_raw(s["rgb"], tf.uint8).numpy()
         audio = tf.io.decode_raw(s["audio"], tf.uint8).numpy()
         out.append({"id": c["id"].numpy().decode(),
-                    "rgb_sum": int(rgb.astype(np.int64).sum()), "rgb_shape": list(rgb.shape),
-                    "audio_sum": int(audio.astype(np.int64).sum()),
+                    "rgb_sha": hashlib.sha256(rgb.tobytes()).hexdigest(),
+                    "rgb_shape": list(rgb.shape),
+                    "audio_sha": hashlib.sha256(audio.tobytes()).hexdigest(),
                     "audio_shape": list(audio.shape),
                     "labels": c["labels"].values.numpy().tolist(),
                     "segment_labels": c["segment_labels"].values.numpy().tolist(),
@@ -490,8 +493,8 @@ def test_tensorflow_reads_our_files(tmp_path: Path, videos: list[Video]) -> None
         assert g["rgb_shape"][0] == v.num_frames and g["audio_shape"][0] == v.num_frames
         if v.num_frames:
             assert g["rgb_shape"][1] == RGB_DIM and g["audio_shape"][1] == AUDIO_DIM
-        assert g["rgb_sum"] == int(v.rgb.astype(np.int64).sum())
-        assert g["audio_sum"] == int(v.audio.astype(np.int64).sum())
+        assert g["rgb_sha"] == hashlib.sha256(v.rgb.tobytes()).hexdigest()  # every byte
+        assert g["audio_sha"] == hashlib.sha256(v.audio.tobytes()).hexdigest()
         assert g["labels"] == v.labels.tolist()
         assert g["segment_labels"] == v.segment_labels.tolist()
         assert g["segment_starts"] == v.segment_starts.tolist()
@@ -503,3 +506,32 @@ def test_gzip_module_reads_our_gzip(tmp_path: Path, videos: list[Video]) -> None
     (p,) = write_videos(videos, tmp_path / "p", num_shards=1)
     (g,) = write_videos(videos, tmp_path / "g", num_shards=1, compress=True)
     assert gzip.decompress(g.read_bytes()) == p.read_bytes()
+
+
+def test_plain_file_starting_like_gzip(tmp_path: Path) -> None:
+    # A first record of 0x8b1f bytes makes a plain file start with the gzip magic 1f 8b.
+    path = tmp_path / "looks-gzip.tfrecord"
+    records = [b"x" * 0x8B1F, b"second"]
+    write_records(path, records)
+    assert path.read_bytes()[:2] == b"\x1f\x8b"
+    assert list(iter_records(path)) == records
+    gz = tmp_path / "real.tfrecord.gz"
+    write_records(gz, records, compress=True)
+    assert list(iter_records(gz)) == records
+
+
+def test_write_rejects_float_frames() -> None:
+    v = make_video("f1", 5, 0)
+    v.rgb = v.rgb.astype(np.float32)
+    with pytest.raises(ValueError, match="rgb must be uint8"):
+        video_to_example(v)
+
+
+def test_failed_write_leaves_no_files(tmp_path: Path, videos: list[Video]) -> None:
+    def broken() -> Iterator[Video]:
+        yield videos[0]
+        raise RuntimeError("source failed")
+
+    with pytest.raises(RuntimeError, match="source failed"):
+        write_videos(broken(), tmp_path / "w", num_shards=2)
+    assert list((tmp_path / "w").iterdir()) == []
