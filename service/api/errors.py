@@ -1,0 +1,131 @@
+"""One table mapping domain errors to HTTP statuses, and the handlers that apply it.
+
+Every error answer is JSON ``{"detail": "<what is wrong>", "error": "<code>"}``. Bad input is a 4xx
+that names the field, never a 500. Conventions: a body that is not JSON is 400; a JSON body with a
+wrong field (including an unknown class id inside the body) is 422; an unknown class in the URL
+path is 404; a body over the limit is 413; a write without a valid token is 401 (403 when writes
+are disabled); a shared store that cannot be reached is 503.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from pydantic import ValidationError
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from service.decode import InputError
+from service.scorer import UnknownClassError
+from service.stores.base import StoreUnavailable
+
+log = logging.getLogger("ccrl.api")
+
+
+class ApiError(Exception):
+    """An error raised by the routes themselves, with its status and code."""
+
+    status: int = 400
+    code: str = "bad_request"
+
+    def __init__(self, detail: str, *, headers: dict[str, str] | None = None) -> None:
+        super().__init__(detail)
+        self.detail = detail
+        self.headers = headers
+
+
+class MalformedBody(ApiError):
+    status, code = 400, "malformed_json"
+
+
+class BodyTooLarge(ApiError):
+    status, code = 413, "body_too_large"
+
+
+class ClassNotFound(ApiError):
+    status, code = 404, "unknown_class"
+
+
+class Unauthorized(ApiError):
+    status, code = 401, "unauthorized"
+
+
+class WritesDisabled(ApiError):
+    status, code = 403, "writes_disabled"
+
+
+class NotReady(ApiError):
+    status, code = 503, "not_ready"
+
+
+ERROR_TABLE: tuple[tuple[type[Exception], int, str], ...] = (
+    (InputError, 422, "invalid_input"),
+    (UnknownClassError, 422, "unknown_class"),
+    (StoreUnavailable, 503, "store_unavailable"),
+)
+"""Domain errors of the runtime -> (status, code). :class:`ApiError` subclasses carry their own."""
+
+
+def error_response(
+    status: int, code: str, detail: str, headers: dict[str, str] | None = None
+) -> JSONResponse:
+    return JSONResponse({"detail": detail, "error": code}, status_code=status, headers=headers)
+
+
+def _format_validation(errors: list[Any]) -> str:
+    """Pydantic / FastAPI errors as ``field.path: message; ...``."""
+    parts = []
+    for e in errors[:5]:
+        loc = [str(p) for p in e.get("loc", ()) if p not in ("body",)]
+        where = ".".join(loc) or "body"
+        parts.append(f"{where}: {e.get('msg', 'invalid')}")
+    more = f" (+{len(errors) - 5} more)" if len(errors) > 5 else ""
+    return "; ".join(parts) + more
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    """Register the table on ``app``; anything unexpected is logged and answered 500 in JSON."""
+
+    async def api_error(_: Request, exc: Exception) -> JSONResponse:
+        assert isinstance(exc, ApiError)
+        return error_response(exc.status, exc.code, exc.detail, exc.headers)
+
+    app.add_exception_handler(ApiError, api_error)
+
+    for exc_type, status, code in ERROR_TABLE:
+
+        def make(status: int = status, code: str = code) -> Any:
+            async def handler(_: Request, exc: Exception) -> JSONResponse:
+                if status >= 500:
+                    log.warning("%s: %s", code, exc)
+                return error_response(status, code, str(exc))
+
+            return handler
+
+        app.add_exception_handler(exc_type, make())
+
+    async def validation(_: Request, exc: Exception) -> JSONResponse:
+        assert isinstance(exc, RequestValidationError)
+        errors = list(exc.errors())
+        if any(e.get("type") == "json_invalid" for e in errors):
+            return error_response(400, "malformed_json", "body is not valid JSON")
+        return error_response(422, "invalid_input", _format_validation(errors))
+
+    app.add_exception_handler(RequestValidationError, validation)
+
+    async def model_validation(_: Request, exc: Exception) -> JSONResponse:
+        assert isinstance(exc, ValidationError)
+        return error_response(422, "invalid_input", _format_validation(list(exc.errors())))
+
+    app.add_exception_handler(ValidationError, model_validation)
+
+    async def http_error(_: Request, exc: Exception) -> JSONResponse:
+        assert isinstance(exc, StarletteHTTPException)
+        return error_response(
+            exc.status_code, "http_error", str(exc.detail), getattr(exc, "headers", None)
+        )
+
+    app.add_exception_handler(StarletteHTTPException, http_error)

@@ -1,0 +1,81 @@
+"""``ccrl serve``: run the API with uvicorn (runtime only: no torch, no training code).
+
+The bundle is checked in the parent process first (every sha256 of its manifest), so a tampered or
+incomplete bundle stops the command with a clear message before any worker starts. With several
+workers, Prometheus multiprocess mode is set up (a fresh ``PROMETHEUS_MULTIPROC_DIR``) before the
+workers import anything.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import sys
+import tempfile
+from pathlib import Path
+
+from service.bundle import BundleError, read_manifest, verify_files
+
+log = logging.getLogger("ccrl.server")
+
+
+def resolve_bundle(bundle: Path | str | None) -> Path:
+    """``--bundle`` or ``$CCRL_BUNDLE``, checked (manifest and every sha256); exits on a bad one."""
+    raw = bundle if bundle is not None else os.environ.get("CCRL_BUNDLE")
+    if not raw:
+        raise BundleError("no model bundle: pass --bundle DIR or set CCRL_BUNDLE")
+    path = Path(raw).expanduser().resolve()
+    if not path.is_dir():
+        raise BundleError(f"{path}: bundle folder not found")
+    manifest = read_manifest(path)
+    verify_files(path, manifest)
+    return path
+
+
+def run_server(
+    bundle: Path | str | None = None,
+    host: str = "127.0.0.1",
+    port: int = 8000,
+    workers: int = 1,
+    *,
+    log_level: str = "info",
+) -> None:
+    """Serve the API on ``host:port`` with ``workers`` processes until interrupted.
+
+    Args:
+        bundle: the model bundle folder (default ``$CCRL_BUNDLE``).
+        host: bind address.
+        port: TCP port.
+        workers: uvicorn worker processes (each loads the bundle; share state through Redis).
+    """
+    import uvicorn
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    if workers < 1:
+        print(f"error: --workers must be >= 1, got {workers}", file=sys.stderr)
+        raise SystemExit(2)
+    try:
+        path = resolve_bundle(bundle)
+    except BundleError as e:
+        print(f"error: refusing to serve: {e}", file=sys.stderr)
+        raise SystemExit(1) from None
+    os.environ["CCRL_BUNDLE"] = str(path)
+    mp_dir: str | None = None
+    if workers > 1:
+        mp_dir = tempfile.mkdtemp(prefix="ccrl-prometheus-")
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = mp_dir
+    print(f"serving {path} on http://{host}:{port} ({workers} worker(s))", file=sys.stderr)
+    try:
+        uvicorn.run(
+            "service.api.app:create_app",
+            factory=True,
+            host=host,
+            port=port,
+            workers=workers,
+            log_level=log_level,
+            timeout_graceful_shutdown=10,
+        )
+    finally:
+        if mp_dir is not None:
+            shutil.rmtree(mp_dir, ignore_errors=True)

@@ -1,0 +1,194 @@
+"""Decoding of frame payloads: JSON float arrays or base64 of uint8 / float32 arrays, with numpy.
+
+A FRAMES payload is one of
+
+- a JSON array of arrays of dequantized floats, shape [F, D];
+- ``{"b64": str, "dtype": "uint8" | "float32", "shape": [F, D]}``: the raw little-endian bytes of
+  the array, base64-encoded. ``uint8`` means YouTube-8M-quantized (dequantized here exactly as the
+  starter code does), ``float32`` means already dequantized.
+
+Every problem raises :class:`InputError` with a message naming the field, never a bare numpy error.
+Nothing here loops over numbers in Python.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from service.yt8m import AUDIO_DIM, MAX_FRAMES, RGB_DIM, SEGMENT_FRAMES, dequantize
+
+F32 = npt.NDArray[np.float32]
+
+SUPPORTED_DTYPES: dict[str, np.dtype[Any]] = {
+    "uint8": np.dtype(np.uint8),
+    "float32": np.dtype("<f4"),
+}
+_B64_KEYS = frozenset({"b64", "dtype", "shape"})
+
+
+class InputError(ValueError):
+    """A request payload is invalid; ``field`` names where (e.g. ``"rgb"``, ``"classes[2]"``)."""
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(f"{field}: {message}")
+        self.field = field
+        self.message = message
+
+
+def _first_bad(arr: F32) -> str:
+    """Position and kind of the first non-finite value of a 2-D array, e.g. ``[3][17] is NaN``."""
+    bad = np.argwhere(~np.isfinite(arr))[0]
+    value = arr[tuple(bad)]
+    kind = "NaN" if np.isnan(value) else ("Inf" if value > 0 else "-Inf")
+    return "".join(f"[{int(i)}]" for i in bad) + f" is {kind}"
+
+
+def _from_json_array(value: list[Any], field: str) -> F32:
+    if len(value) == 0:
+        raise InputError(field, "no frames (an empty array)")
+    try:
+        arr = np.array(value)
+    except (ValueError, TypeError) as e:
+        raise InputError(
+            field, f"must be an array of frames of equal length ({type(e).__name__}: {e})"
+        ) from None
+    if arr.dtype.kind not in "fiu":
+        raise InputError(field, "must hold only numbers (an array of arrays of floats)")
+    return arr.astype(np.float32, copy=False)
+
+
+def _parse_shape(raw: Any, field: str) -> tuple[int, int]:
+    if (
+        not isinstance(raw, list | tuple)
+        or len(raw) != 2
+        or not all(isinstance(d, int) and not isinstance(d, bool) for d in raw)
+    ):
+        raise InputError(f"{field}.shape", f"must be two integers [F, D], got {raw!r}")
+    f, d = int(raw[0]), int(raw[1])
+    if f < 0 or d < 0:
+        raise InputError(f"{field}.shape", f"must not be negative, got {[f, d]}")
+    return f, d
+
+
+def _from_b64(value: Mapping[str, Any], field: str, max_frames: int) -> F32:
+    missing = sorted(_B64_KEYS - value.keys())
+    if missing:
+        raise InputError(field, f"missing key(s) {', '.join(missing)} (need b64, dtype, shape)")
+    extra = sorted(set(value.keys()) - _B64_KEYS)
+    if extra:
+        raise InputError(field, f"unknown key(s) {', '.join(extra)} (allowed: b64, dtype, shape)")
+    dtype_name = value["dtype"]
+    if not isinstance(dtype_name, str) or dtype_name not in SUPPORTED_DTYPES:
+        raise InputError(
+            f"{field}.dtype",
+            f"unsupported dtype {dtype_name!r} (use 'uint8' for YouTube-8M-quantized "
+            "or 'float32' for dequantized)",
+        )
+    dtype = SUPPORTED_DTYPES[dtype_name]
+    f, d = _parse_shape(value["shape"], field)
+    if f > max_frames:
+        raise InputError(f"{field}.shape", f"{f} frames is more than the cap of {max_frames}")
+    text = value["b64"]
+    if not isinstance(text, str):
+        raise InputError(f"{field}.b64", "must be a base64 string")
+    try:
+        raw = base64.b64decode(text, validate=True)
+    except (binascii.Error, ValueError) as e:
+        raise InputError(f"{field}.b64", f"is not valid base64 ({e})") from None
+    need = f * d * dtype.itemsize
+    if len(raw) != need:
+        raise InputError(
+            field,
+            f"shape [{f}, {d}] of {dtype_name} needs {need} bytes but b64 holds {len(raw)}",
+        )
+    arr = np.frombuffer(raw, dtype=dtype).reshape(f, d)
+    if dtype == np.uint8:
+        return dequantize(arr)
+    return arr.astype(np.float32, copy=False)
+
+
+def decode_frames(
+    value: Any,
+    field: str,
+    width: int,
+    *,
+    min_frames: int = SEGMENT_FRAMES,
+    max_frames: int = MAX_FRAMES,
+) -> F32:
+    """Decode one FRAMES payload into float32 [F, width], checking shape, frame count and values.
+
+    Args:
+        value: the parsed JSON value (a list of lists, or a ``{"b64", "dtype", "shape"}`` object).
+        field: the field name used in error messages (``"rgb"`` or ``"audio"``).
+        width: the expected values per frame (1024 for rgb, 128 for audio).
+    """
+    if isinstance(value, list):
+        arr = _from_json_array(value, field)
+    elif isinstance(value, Mapping):
+        arr = _from_b64(value, field, max_frames)
+    else:
+        raise InputError(
+            field,
+            f"must be an array of frames or a {{b64, dtype, shape}} object, "
+            f"got {type(value).__name__}",
+        )
+    if arr.ndim != 2:
+        raise InputError(
+            field, f"must be a 2-D array [F, {width}], got {arr.ndim} dimension(s) {arr.shape}"
+        )
+    n, d = arr.shape
+    if d != width:
+        raise InputError(field, f"has {d} values per frame, expected {width}")
+    if n == 0:
+        raise InputError(field, "no frames")
+    if n < min_frames:
+        raise InputError(
+            field, f"{n} frame(s) is fewer than {min_frames} (one {SEGMENT_FRAMES}-frame segment)"
+        )
+    if n > max_frames:
+        raise InputError(field, f"{n} frames is more than the cap of {max_frames}")
+    if not np.isfinite(arr).all():
+        raise InputError(field, f"values must be finite: {field}{_first_bad(arr)}")
+    return arr
+
+
+def decode_video(
+    rgb: Any,
+    audio: Any,
+    *,
+    min_frames: int = SEGMENT_FRAMES,
+    max_frames: int = MAX_FRAMES,
+) -> F32:
+    """Decode the rgb and audio payloads of one video: float32 [F, 1152] (rgb then audio)."""
+    a = decode_frames(rgb, "rgb", RGB_DIM, min_frames=min_frames, max_frames=max_frames)
+    b = decode_frames(audio, "audio", AUDIO_DIM, min_frames=min_frames, max_frames=max_frames)
+    if a.shape[0] != b.shape[0]:
+        raise InputError(
+            "audio", f"{b.shape[0]} audio frames but {a.shape[0]} rgb frames (must be equal)"
+        )
+    return np.concatenate([a, b], axis=1)
+
+
+def encode_frames(arr: npt.NDArray[Any]) -> dict[str, Any]:
+    """The b64 FRAMES payload of a uint8 or float32 [F, D] array (for clients and tests)."""
+    a = np.asarray(arr)
+    if a.dtype == np.uint8:
+        name = "uint8"
+    elif a.dtype == np.float32:
+        name = "float32"
+        a = a.astype("<f4", copy=False)
+    else:
+        raise ValueError(f"encode_frames: dtype {a.dtype} is not uint8 or float32")
+    if a.ndim != 2:
+        raise ValueError(f"encode_frames: need a 2-D array, got shape {a.shape}")
+    return {
+        "b64": base64.b64encode(np.ascontiguousarray(a).tobytes()).decode("ascii"),
+        "dtype": name,
+        "shape": [int(a.shape[0]), int(a.shape[1])],
+    }

@@ -1,0 +1,168 @@
+"""The two stores behind the service, as small interfaces.
+
+- :class:`BankStore`: the labelled-embedding bank (:class:`service.features.ClassBank`). Scoring
+  reads a snapshot (never fails: a replica always has a local copy); label writes append entries.
+- :class:`IndexStore`: the per-class ranked index of the corpus: one sorted list of
+  ``(segment id, score)`` per class, capped, where re-scoring a video replaces its entries.
+
+Two implementations of each: in-process (:mod:`service.stores.memory`, the default) and Redis
+(:mod:`service.stores.redis`). A store that cannot reach its backend raises
+:class:`StoreUnavailable` from writes and index reads; the API answers 503.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+import numpy as np
+import numpy.typing as npt
+
+from service.features import ClassBank
+
+F32 = npt.NDArray[np.float32]
+I64 = npt.NDArray[np.int64]
+
+
+class StoreUnavailable(RuntimeError):
+    """The shared store cannot be reached (or did not confirm a write). ``store`` is bank|index."""
+
+    def __init__(self, store: str, op: str, reason: str) -> None:
+        super().__init__(f"the {store} store is unavailable ({op}): {reason}")
+        self.store = store
+        self.op = op
+        self.reason = reason
+
+
+class StoreListener:
+    """Hooks the stores call so that metrics stay out of them (all no-ops here)."""
+
+    def store_error(self, store: str, op: str) -> None:
+        """A backend operation failed."""
+
+    def degraded(self, on: bool) -> None:
+        """The shared store became unreachable (True) or reachable again (False)."""
+
+    def bank_refreshed(self, bank: ClassBank) -> None:
+        """The local bank copy was (re)loaded."""
+
+
+@dataclass(frozen=True)
+class LabelBatch:
+    """Labelled segments of one video for one class.
+
+    Attributes:
+        class_id: the class.
+        video_id: the video the segments come from.
+        starts: int64 [n] segment start frames.
+        labels: int8 [n] 1 positive, 0 negative.
+        embeddings: float32 [n, D] the segments' embeddings (the candidate model's encoding).
+    """
+
+    class_id: int
+    video_id: str
+    starts: I64
+    labels: npt.NDArray[np.int8]
+    embeddings: F32
+
+    def __post_init__(self) -> None:
+        n = int(self.starts.shape[0])
+        if self.labels.shape != (n,) or self.embeddings.ndim != 2 or self.embeddings.shape[0] != n:
+            raise ValueError(
+                f"label batch: starts {self.starts.shape}, labels {self.labels.shape} and "
+                f"embeddings {self.embeddings.shape} disagree"
+            )
+
+
+def apply_batches(bank: ClassBank, batches: list[LabelBatch]) -> ClassBank:
+    """``bank`` with the batches added in order (a later label of the same segment wins)."""
+    if not batches:
+        return bank
+    latest: dict[tuple[int, str, int], tuple[int, int]] = {}
+    for b, batch in enumerate(batches):
+        for i, start in enumerate(batch.starts.tolist()):
+            latest[(batch.class_id, batch.video_id, int(start))] = (b, i)
+    picks = sorted(latest.values())
+    emb = np.stack([batches[b].embeddings[i] for b, i in picks]).astype(np.float32)
+    classes = np.asarray([batches[b].class_id for b, _ in picks], dtype=np.int64)
+    labels = np.asarray([batches[b].labels[i] for b, i in picks], dtype=np.int8)
+    videos = [batches[b].video_id for b, _ in picks]
+    starts = np.asarray([batches[b].starts[i] for b, i in picks], dtype=np.int64)
+    return bank.add(emb, classes, labels, videos, starts)
+
+
+@dataclass(frozen=True)
+class WriteResult:
+    """What a label write left in the bank: its new version and the class's counts."""
+
+    version: int
+    positive: int
+    negative: int
+
+
+@dataclass(frozen=True)
+class StoreHealth:
+    """The state of a store for ``/readyz``."""
+
+    kind: str
+    reachable: bool
+    detail: str = ""
+
+
+class BankStore(ABC):
+    """The labelled-embedding bank."""
+
+    kind: str = "abstract"
+
+    @abstractmethod
+    def snapshot(self) -> ClassBank:
+        """The bank to score with; never raises (a stale local copy while the backend is down)."""
+
+    @abstractmethod
+    def add(self, batch: LabelBatch) -> WriteResult:
+        """Append labelled segments; returns only once they are stored (else StoreUnavailable)."""
+
+    @abstractmethod
+    def version(self) -> int:
+        """The version of the local copy (the number of label writes applied)."""
+
+    @abstractmethod
+    def health(self) -> StoreHealth:
+        """Whether the backend answers now."""
+
+    def close(self) -> None:  # noqa: B027 - optional hook, nothing to release by default
+        """Release connections."""
+
+
+@dataclass(frozen=True)
+class IndexEntry:
+    """One segment of a class's ranked corpus list."""
+
+    video_id: str
+    start: int
+    score: float
+
+
+class IndexStore(ABC):
+    """The per-class ranked index of scored segments across the corpus."""
+
+    kind: str = "abstract"
+
+    @abstractmethod
+    def put_video(self, video_id: str, entries: Mapping[int, tuple[I64, F32]]) -> int:
+        """Replace every entry of ``video_id`` with ``entries`` (class -> (starts [n], scores [n])).
+
+        Returns the number of segments written; raises StoreUnavailable when not stored.
+        """
+
+    @abstractmethod
+    def top(self, class_id: int, limit: int, offset: int = 0) -> tuple[int, list[IndexEntry]]:
+        """(total entries of the class, entries ``offset .. offset + limit`` best first)."""
+
+    @abstractmethod
+    def health(self) -> StoreHealth:
+        """Whether the backend answers now."""
+
+    def close(self) -> None:  # noqa: B027 - optional hook, nothing to release by default
+        """Release connections."""

@@ -1,0 +1,142 @@
+"""In-process stores: the default, no Redis needed (one process; not shared between workers)."""
+
+from __future__ import annotations
+
+import heapq
+import threading
+from collections.abc import Mapping
+
+from service.features import ClassBank
+from service.stores.base import (
+    F32,
+    I64,
+    BankStore,
+    IndexEntry,
+    IndexStore,
+    LabelBatch,
+    StoreHealth,
+    StoreListener,
+    WriteResult,
+    apply_batches,
+)
+from service.yt8m import parse_segment_id, segment_id
+
+
+class MemoryBankStore(BankStore):
+    """The bank held in this process; a write swaps in a new :class:`ClassBank` atomically."""
+
+    kind = "memory"
+
+    def __init__(self, bank: ClassBank, listener: StoreListener | None = None) -> None:
+        self._bank = bank
+        self._version = 0
+        self._lock = threading.Lock()
+        self._listener = listener or StoreListener()
+        self._listener.bank_refreshed(bank)
+
+    def snapshot(self) -> ClassBank:
+        return self._bank
+
+    def add(self, batch: LabelBatch) -> WriteResult:
+        with self._lock:
+            bank = apply_batches(self._bank, [batch])
+            self._bank = bank
+            self._version += 1
+            version = self._version
+        self._listener.bank_refreshed(bank)
+        c = batch.class_id
+        return WriteResult(version, int(bank.pos_count[c]), int(bank.neg_count[c]))
+
+    def version(self) -> int:
+        return self._version
+
+    def health(self) -> StoreHealth:
+        return StoreHealth(self.kind, True, "in-process")
+
+
+class _ClassList:
+    """One class's capped ranked list: member -> score, a min-heap for trimming, a sorted cache."""
+
+    __slots__ = ("heap", "scores", "sorted")
+
+    def __init__(self) -> None:
+        self.scores: dict[str, float] = {}
+        self.heap: list[tuple[float, str]] = []  # may hold stale (score, member) pairs
+        self.sorted: list[tuple[str, float]] | None = None
+
+    def add(self, member: str, score: float) -> None:
+        self.scores[member] = score
+        heapq.heappush(self.heap, (score, member))
+        self.sorted = None
+
+    def remove(self, member: str) -> None:
+        if self.scores.pop(member, None) is not None:
+            self.sorted = None
+
+    def trim(self, cap: int) -> None:
+        """Drop the lowest entries beyond ``cap`` (ties: the smaller member first, as Redis)."""
+        while len(self.scores) > cap:
+            score, member = heapq.heappop(self.heap)
+            if self.scores.get(member) == score:
+                del self.scores[member]
+                self.sorted = None
+        if len(self.heap) > 2 * len(self.scores) + 64:  # drop stale heap pairs
+            self.heap = [(s, m) for m, s in self.scores.items()]
+            heapq.heapify(self.heap)
+
+    def ranked(self) -> list[tuple[str, float]]:
+        """Best first: score descending, then member descending (Redis ZREVRANGE order)."""
+        if self.sorted is None:
+            self.sorted = sorted(self.scores.items(), key=lambda kv: (kv[1], kv[0]), reverse=True)
+        return self.sorted
+
+
+class MemoryIndexStore(IndexStore):
+    """The corpus index in this process: a capped ranked list per class."""
+
+    kind = "memory"
+
+    def __init__(self, cap: int = 100_000) -> None:
+        if cap < 1:
+            raise ValueError(f"index cap must be >= 1, got {cap}")
+        self.cap = cap
+        self._classes: dict[int, _ClassList] = {}
+        self._videos: dict[str, dict[int, list[int]]] = {}
+        self._lock = threading.Lock()
+
+    def put_video(self, video_id: str, entries: Mapping[int, tuple[I64, F32]]) -> int:
+        written = 0
+        with self._lock:
+            for c, starts in self._videos.pop(video_id, {}).items():
+                lst = self._classes.get(c)
+                if lst is not None:
+                    for s in starts:
+                        lst.remove(segment_id(video_id, s))
+            kept: dict[int, list[int]] = {}
+            for c, (starts, scores) in entries.items():
+                lst = self._classes.setdefault(int(c), _ClassList())
+                st = [int(s) for s in starts.tolist()]
+                for s, v in zip(st, scores.tolist(), strict=True):
+                    lst.add(segment_id(video_id, s), float(v))
+                lst.trim(self.cap)
+                kept[int(c)] = st
+                written += len(st)
+            self._videos[video_id] = kept
+        return written
+
+    def top(self, class_id: int, limit: int, offset: int = 0) -> tuple[int, list[IndexEntry]]:
+        with self._lock:
+            lst = self._classes.get(class_id)
+            if lst is None:
+                return 0, []
+            ranked = lst.ranked()
+            page = ranked[offset : offset + limit]
+            total = len(ranked)
+        out = []
+        for member, score in page:
+            vid, start = parse_segment_id(member)
+            out.append(IndexEntry(vid, start, score))
+        return total, out
+
+    def health(self) -> StoreHealth:
+        return StoreHealth(self.kind, True, "in-process")
