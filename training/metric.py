@@ -35,7 +35,7 @@ import statistics
 import sys
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from itertools import compress, islice
+from itertools import chain, compress, islice
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, cast
 
@@ -637,6 +637,30 @@ def write_submission(
     return path
 
 
+def _csv_rows(f: IO[str]) -> Iterator[tuple[int, list[str]]]:
+    """Non-blank CSV rows as (line number where the row starts, fields).
+
+    A line without a quote character is split on commas directly (what the csv module would do,
+    an order of magnitude faster on 100,000-token fields); a line with one goes through
+    ``csv.reader``, which pulls continuation lines for a quoted field spanning lines.
+    """
+    _raise_field_size_limit()
+    lines = iter(f)
+    number = 0
+    for text in lines:
+        number += 1
+        if '"' in text:
+            reader = csv.reader(chain([text], lines))
+            row = next(reader, [])
+            start, number = number, number + reader.line_num - 1
+            if row:
+                yield start, row
+            continue
+        text = text.rstrip("\r\n")
+        if text:
+            yield number, text.split(",")
+
+
 def iter_submission(path: str | Path) -> Iterator[tuple[int, list[str]]]:
     """Stream a submission's rows as ``(class_id, tokens)``, validating each row as it goes.
 
@@ -649,21 +673,19 @@ def iter_submission(path: str | Path) -> Iterator[tuple[int, list[str]]]:
             ``videoid:start`` with an integer start, a class that appears on two rows.
     """
     path = Path(path)
-    _raise_field_size_limit()
     seen: dict[int, int] = {}
     with _open_text(path, "r", compressed=_is_gzip(path)) as f:
-        reader = csv.reader(f)
-        header = next(reader, None)
-        if header is None:
+        rows = _csv_rows(f)
+        first = next(rows, None)
+        if first is None:
             raise SubmissionError(f"{path}: line 1: missing header 'Class,Segments' (empty file)")
+        header_line, header = first
         if tuple(h.strip() for h in header) != HEADER:
             raise SubmissionError(
-                f"{path}: line 1: expected header 'Class,Segments', got {','.join(header)!r}"
+                f"{path}: line {header_line}: expected header 'Class,Segments', "
+                f"got {','.join(header)!r}"
             )
-        for row in reader:
-            line = reader.line_num
-            if not row:
-                continue
+        for line, row in rows:
             if len(row) != 2:
                 raise SubmissionError(
                     f"{path}: line {line}: expected 2 fields 'Class,Segments', got {len(row)}"

@@ -380,6 +380,17 @@ def test_read_submission_accepts_bom_blank_lines_crlf_and_loose_spacing(tmp_path
     assert read_submission(path) == {5: ["a:0", "b:5"], 6: []}
 
 
+def test_read_submission_quoted_fields_and_line_numbers_after_them(tmp_path: Path) -> None:
+    path = tmp_path / "q.csv"
+    # Row 1 is quoted and spans lines 2-3; class 2 is on line 4, the bad class on line 5.
+    path.write_text('Class,Segments\n"1","a:0\nb:5"\n2,c:0\nx,d:0\n')
+    rows = iter_submission(path)
+    assert next(rows) == (1, ["a:0", "b:5"])
+    assert next(rows) == (2, ["c:0"])
+    with pytest.raises(SubmissionError, match="line 5: class 'x'"):
+        next(rows)
+
+
 @pytest.mark.parametrize(
     ("text", "message"),
     [
