@@ -15,6 +15,7 @@ from training.metric import (
     SubmissionError,
     average_precision,
     candidate_recall,
+    format_report,
     iter_submission,
     mean_average_precision,
     per_class_average_precision,
@@ -428,6 +429,25 @@ def test_iter_submission_streams_rows_before_a_later_error(tmp_path: Path) -> No
 
 # --------------------------------------------------------------------------------------------
 # `ccrl score`
+
+
+def test_report_for_many_classes_shows_stats_and_extremes() -> None:
+    # 50 classes; class c rates "s:0" positive and "n:0" negative. Even classes list s first
+    # (AP 1), odd classes list n first (n(-) s(+): Prec(2) = 1/2 -> AP 0.5); class 49 is missing
+    # (AP 0). mAP = (25 * 1 + 24 * 0.5 + 0) / 50 = 37/50 = 0.74.
+    ratings = {c: {"s:0": 1, "n:0": 0} for c in range(50)}
+    predictions = {c: ["s:0", "n:0"] if c % 2 == 0 else ["n:0", "s:0"] for c in range(49)}
+    result = score_submission(predictions, ratings)
+    assert result.map == pytest.approx(0.74)
+    lines = format_report(result)
+    assert lines[-1] == "mAP 0.740000"
+    text = "\n".join(lines)
+    assert "worst 10 classes:" in text and "best 10 classes:" in text
+    assert "min 0.0000" in text and "max 1.0000" in text
+    assert "missing classes (AP 0): 49" in text
+    worst = lines[lines.index("worst 10 classes:") + 2]
+    assert worst.split()[0] == "49" and worst.endswith("0.0000")
+    assert len(lines) < 40  # a summary, not 50 rows
 
 
 def test_ccrl_score_cli(tmp_path: Path) -> None:
