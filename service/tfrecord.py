@@ -132,9 +132,9 @@ class ReadStats:
 # Framing
 
 
-def masked_crc32c(data: bytes | memoryview) -> int:
+def masked_crc32c(data: bytes) -> int:
     """TFRecord's masked CRC32C of ``data`` (a uint32)."""
-    crc = google_crc32c.value(bytes(data))
+    crc = int(google_crc32c.value(data))
     return (((crc >> 15) | (crc << 17)) + _MASK_DELTA) & 0xFFFFFFFF
 
 
@@ -205,10 +205,10 @@ def _iter_framed(
                         f"only {len(body)} of {length + 4} data+CRC bytes present",
                     )
             except (OSError, EOFError, zlib.error) as exc:  # broken gzip stream
-                err = CorruptRecordError(path, offset, f"unreadable gzip stream ({exc})")
+                gz_err = CorruptRecordError(path, offset, f"unreadable gzip stream ({exc})")
                 if not skip_corrupt:
-                    raise err from exc
-                _skip_file(err, stats)
+                    raise gz_err from exc
+                _skip_file(gz_err, stats)
                 return
             except CorruptRecordError as err:
                 if not skip_corrupt:
@@ -222,10 +222,10 @@ def _iter_framed(
             if on_raw_pos is not None:
                 on_raw_pos(raw.tell())
             if masked_crc32c(data) != data_crc:
-                err = CorruptRecordError(path, record_offset, "data CRC mismatch")
+                crc_err = CorruptRecordError(path, record_offset, "data CRC mismatch")
                 if not skip_corrupt:
-                    raise err
-                log.warning("%s; skipped, reading on at the next record", err)
+                    raise crc_err
+                log.warning("%s; skipped, reading on at the next record", crc_err)
                 if stats is not None:
                     stats.corrupt_records += 1
                 continue
@@ -359,7 +359,8 @@ def video_to_example(video: Video) -> bytes:
         feats = lists[name].feature
         for i in range(0, len(blob), dim):
             feats.add().bytes_list.value.append(blob[i : i + dim])
-    return seq.SerializeToString()
+    out: bytes = seq.SerializeToString()
+    return out
 
 
 def _context_array(
@@ -385,7 +386,8 @@ def _frames(
         raise RecordFormatError(f"{where}: missing feature list {name!r}")
     feats = lists.feature_list[name].feature
     try:
-        blob = b"".join([f.bytes_list.value[0] for f in feats])
+        # a bytearray, so the arrays are writable without a second copy
+        blob = bytearray().join([f.bytes_list.value[0] for f in feats])
         n = len(feats)
         ok = len(blob) == n * dim
     except IndexError:
@@ -424,7 +426,7 @@ def example_to_video(
         stats: counters for dropped ratings and truncated videos.
 
     Returns:
-        a Video with rgb u8[F, 1024], audio u8[F, 128] (read-only views of one buffer each),
+        a Video with rgb u8[F, 1024], audio u8[F, 128] (writable, one buffer each),
         labels i64[L] and the kept ratings i64[R] / i64[R] / f32[R].
 
     Raises:
@@ -515,7 +517,7 @@ def _is_record_file(p: Path) -> bool:
     return ".tfrecord" in p.name and not p.name.startswith(".")
 
 
-def expand_paths(paths: Iterable[str | Path]) -> list[Path]:
+def expand_paths(paths: Iterable[str | Path] | str | Path) -> list[Path]:
     """Files as given, directories as their ``*.tfrecord*`` files (sorted), globs expanded (sorted).
 
     Hidden files (e.g. a writer's ``.part-...tmp``) are ignored in directories and globs.

@@ -385,6 +385,10 @@ def test_frames_decoded_without_copying_per_value(videos: list[Video]) -> None:
     # one buffer per modality: the frames are a view, not 300 separate arrays
     assert v.rgb.base is not None and v.rgb.shape == (300, RGB_DIM)
     assert v.rgb.flags.c_contiguous
+    assert (
+        v.rgb.flags.writeable and v.audio.flags.writeable
+    )  # e.g. torch.from_numpy without warnings
+    assert not np.shares_memory(v.rgb, v.audio)
 
 
 # -- TensorFlow-written fixtures (read without TensorFlow) -----------------------------------------

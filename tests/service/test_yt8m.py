@@ -85,7 +85,7 @@ def test_segment_id_round_trip() -> None:
     assert parse_segment_id("Ab3x:35") == ("Ab3x", 35)
     # ids may themselves contain ':' (the start is after the last one)
     assert parse_segment_id(segment_id("a:b", 5)) == ("a:b", 5)
-    assert segment_id("v", np.int64(10)) == "v:10"
+    assert segment_id("v", np.int64(10)) == "v:10"  # type: ignore[arg-type]  # numpy ints work
 
 
 @pytest.mark.parametrize("bad", ["", "abc", "abc:", ":5", "abc:x5", "abc:5.0"])
