@@ -122,9 +122,9 @@ class ReadStats:
     videos: int = 0  # videos yielded
     corrupt_records: int = 0  # records skipped with skip_corrupt=True (framing or format)
     skipped_files: int = 0  # files whose tail was skipped (bad length CRC, truncation, bad gzip)
-    skipped_ratings: int = (
-        0  # ratings dropped (start not a multiple of 5, or past the last segment)
-    )
+    skipped_ratings: int = 0  # ratings dropped: the two kinds below together
+    skipped_unaligned: int = 0  # start not a multiple of 5 (or negative)
+    skipped_past_end: int = 0  # aligned start, but the segment does not fit in the frames
     truncated_videos: int = 0  # videos cut to max_frames
 
 
@@ -475,8 +475,8 @@ def example_to_video(
 
     if len(seg_starts):
         fits = seg_starts + SEGMENT_FRAMES <= num_frames
-        aligned = seg_starts % SEGMENT_FRAMES == 0
-        keep = fits & aligned & (seg_starts >= 0)
+        aligned = (seg_starts % SEGMENT_FRAMES == 0) & (seg_starts >= 0)
+        keep = fits & aligned
         dropped = int(len(keep) - keep.sum())
         if dropped:
             bad = sorted(set(seg_starts[~keep].tolist()))
@@ -492,6 +492,9 @@ def example_to_video(
             )
             if stats is not None:
                 stats.skipped_ratings += dropped
+                unaligned = int(np.count_nonzero(~aligned))
+                stats.skipped_unaligned += unaligned
+                stats.skipped_past_end += dropped - unaligned
             seg_labels, seg_starts, seg_scores = (
                 seg_labels[keep],
                 seg_starts[keep],

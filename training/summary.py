@@ -11,9 +11,10 @@ Definitions (the counts are over the ratings KEPT by the reader, see ``service/t
 - ``rated_videos``: videos with at least one kept rating.
 - ``classes``: distinct class ids seen in video labels OR segment ratings; ``video_classes`` and
   ``segment_classes``: the two sets alone.
-- ``skipped_ratings``: ratings dropped on read (start not a multiple of 5, or past the last whole
-  segment); ``truncated_videos``: videos longer than 300 frames; ``corrupt_records`` and
-  ``skipped_files``: what ``--skip-corrupt`` skipped.
+- ``skipped_ratings``: ratings dropped on read, ``skipped_unaligned`` (start not a multiple of 5)
+  plus ``skipped_past_end`` (the segment does not fit in the video's frames).
+- ``truncated_videos``: videos longer than 300 frames (cut to 300).
+- ``corrupt_records`` and ``skipped_files``: what ``--skip-corrupt`` skipped.
 """
 
 from __future__ import annotations
@@ -90,6 +91,8 @@ def summarize(
         "video_classes": len(video_classes),
         "segment_classes": len(segment_classes),
         "skipped_ratings": stats.skipped_ratings,
+        "skipped_unaligned": stats.skipped_unaligned,
+        "skipped_past_end": stats.skipped_past_end,
         "truncated_videos": stats.truncated_videos,
         "corrupt_records": stats.corrupt_records,
         "skipped_files": stats.skipped_files,
@@ -115,7 +118,9 @@ _LABELS = {
     "classes": "classes (labels or ratings)",
     "video_classes": "  in video labels",
     "segment_classes": "  in segment ratings",
-    "skipped_ratings": "ratings skipped (bad start)",
+    "skipped_ratings": "ratings skipped",
+    "skipped_unaligned": "  start not a multiple of 5",
+    "skipped_past_end": "  segment past the last frame",
     "truncated_videos": "videos truncated to 300 frames",
     "corrupt_records": "corrupt records skipped",
     "skipped_files": "files cut short (corrupt)",

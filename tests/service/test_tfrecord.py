@@ -188,6 +188,32 @@ def test_read_is_lazy_over_shards(tmp_path: Path, videos: list[Video]) -> None:
         list(it)
 
 
+def _open_files_under(folder: Path) -> int:
+    fd_dir = Path("/proc/self/fd")
+    n = 0
+    for fd in fd_dir.iterdir():
+        try:
+            n += os.readlink(fd).startswith(str(folder))
+        except OSError:
+            continue
+    return n
+
+
+@pytest.mark.skipif(not Path("/proc/self/fd").is_dir(), reason="needs /proc")
+@pytest.mark.parametrize("compress", [False, True])
+def test_streams_one_shard_at_a_time(tmp_path: Path, compress: bool) -> None:
+    many = [make_video(f"s{i:03d}", 5, i) for i in range(40)]
+    paths = write_videos(many, tmp_path, num_shards=40, compress=compress)
+    assert _open_files_under(tmp_path) == 0  # the writer closed every shard
+    seen, most_open = [], 0
+    for v in read_videos(paths):
+        seen.append(v.id)
+        most_open = max(most_open, _open_files_under(tmp_path))
+    assert seen == [v.id for v in many]
+    assert most_open == 1  # constant resources: only the current shard is open
+    assert _open_files_under(tmp_path) == 0
+
+
 def test_progress_bar_does_not_change_results(
     tmp_path: Path, videos: list[Video], capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -363,6 +389,7 @@ def test_ratings_past_end_or_unaligned_are_dropped(caplog: pytest.LogCaptureFixt
     np.testing.assert_array_equal(v.segment_starts, [0, 5])
     np.testing.assert_array_equal(v.segment_scores, [1.0, 0.0])
     assert stats.skipped_ratings == 3
+    assert stats.skipped_unaligned == 2 and stats.skipped_past_end == 1  # 7 and -5; 10
     assert "dropped 3 of 5 ratings" in caplog.text and "vid1" in caplog.text
 
 
@@ -374,7 +401,7 @@ def test_long_video_truncated_to_300(caplog: pytest.LogCaptureFixture) -> None:
     assert got.num_frames == 300 and stats.truncated_videos == 1
     np.testing.assert_array_equal(got.rgb, v.rgb[:300])
     np.testing.assert_array_equal(got.segment_starts, [295])
-    assert stats.skipped_ratings == 1
+    assert stats.skipped_ratings == stats.skipped_past_end == 1
     assert "truncated" in caplog.text
     kept = example_to_video(video_to_example(v), max_frames=None)
     assert kept.num_frames == 310 and len(kept.segment_starts) == 2
@@ -476,7 +503,11 @@ def test_tensorflow_reads_our_files(tmp_path: Path, videos: list[Video]) -> None
     # default descriptor pool refuses to hold twice in one process.
     plain = write_videos(videos, tmp_path / "p", num_shards=2)
     gz = write_videos(videos, tmp_path / "g", num_shards=3, compress=True)
-    spec = {"files": [[str(p), ""] for p in plain] + [[str(p), "GZIP"] for p in gz]}
+    # shards left empty (more shards than videos) must be valid files for TensorFlow too
+    empty = write_videos([], tmp_path / "e", num_shards=1)
+    empty += write_videos([], tmp_path / "e", num_shards=1, compress=True)
+    files = [[str(p), ""] for p in plain] + [[str(p), "GZIP"] for p in gz]
+    spec = {"files": [*files, [str(empty[0]), ""], [str(empty[1]), "GZIP"]]}
     (tmp_path / "spec.json").write_text(json.dumps(spec))
     (tmp_path / "reader.py").write_text(_TF_READER)
     python = _tf_python()

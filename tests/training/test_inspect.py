@@ -63,7 +63,7 @@ def test_summarize_counts(corpus: Path) -> None:
     assert s["rated_videos"] == 3
     assert s["classes"] == 4  # {1, 2, 3, 9}
     assert s["video_classes"] == 4 and s["segment_classes"] == 4
-    assert s["skipped_ratings"] == 1
+    assert s["skipped_ratings"] == s["skipped_past_end"] == 1 and s["skipped_unaligned"] == 0
     assert s["bytes"] == sum(p.stat().st_size for p in corpus.iterdir())
 
 
