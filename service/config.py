@@ -22,7 +22,9 @@ from service.yt8m import MAX_FRAMES, SEGMENT_FRAMES
 class Settings(BaseSettings):
     """Every tunable of the online service, read once from the environment at start-up."""
 
-    model_config = SettingsConfigDict(env_prefix="CCRL_", extra="ignore", frozen=True)
+    model_config = SettingsConfigDict(
+        env_prefix="CCRL_", extra="ignore", frozen=True, populate_by_name=True
+    )
 
     bundle: Path | None = Field(default=None, description="Model bundle folder (CCRL_BUNDLE).")
     verify_bundle: bool = Field(default=True, description="Check every sha256 of the manifest.")
