@@ -157,9 +157,19 @@ def free_port() -> int:
 
 @contextlib.contextmanager
 def running_server(
-    bundle: Path, *, threads: int, scoring_slots: int, redis_url: str | None, startup_s: float
+    bundle: Path,
+    *,
+    threads: int,
+    scoring_slots: int,
+    redis_url: str | None = None,
+    startup_s: float = 90.0,
+    extra_env: dict[str, str] | None = None,
 ) -> Iterator[str]:
-    """``ccrl serve`` on a free 127.0.0.1 port, ready (``/readyz`` 200); stopped on exit."""
+    """``ccrl serve`` on a free 127.0.0.1 port, ready (``/readyz`` 200); stopped on exit.
+
+    The server gets none of this process's ``CCRL_*`` / ``REDIS_URL`` variables, only the thread
+    settings, ``redis_url`` and ``extra_env``.
+    """
     import httpx
 
     port = free_port()
@@ -175,6 +185,7 @@ def running_server(
     )
     if redis_url:
         env["REDIS_URL"] = redis_url
+    env.update(extra_env or {})
     log = tempfile.NamedTemporaryFile(prefix="ccrl-bench-serve-", suffix=".log", delete=False)
     cmd = [sys.executable, "-m", "service.cli", "serve", "--bundle", str(bundle)]
     cmd += ["--host", "127.0.0.1", "--port", str(port), "--workers", "1"]
