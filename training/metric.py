@@ -630,7 +630,11 @@ def write_submission(
                     raise SubmissionError(f"class {c}: class ids are non-negative")
                 seen.add(c)
                 toks = list(tokens if top is None else tokens[:top])
-                writer.writerow((c, _join_tokens(toks, f"class {c}")))
+                joined = _join_tokens(toks, f"class {c}")
+                if "," in joined or '"' in joined:
+                    writer.writerow((c, joined))  # quoted as CSV requires
+                else:
+                    f.write(f"{c},{joined}\n")  # what csv.writer writes, without its scan
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)

@@ -177,7 +177,7 @@ def test_map_without_any_positive_is_zero() -> None:
 def test_map_accepts_ratings_object_and_numpy_class_ids() -> None:
     ratings = Ratings({1: {"a:0": 1.0, "b:0": 0.0}})
     # b(-) a(+): Prec(2) = 1/2 -> 0.5.
-    assert mean_average_precision({np.int64(1): ["b:0", "a:0"]}, ratings) == pytest.approx(0.5)
+    assert mean_average_precision({np.int64(1): ["b:0", "a:0"]}, ratings) == pytest.approx(0.5)  # type: ignore[arg-type]
 
 
 # --------------------------------------------------------------------------------------------
@@ -488,3 +488,10 @@ def test_ccrl_score_cli(tmp_path: Path) -> None:
 
     result = runner.invoke(app, ["score", str(sub), "--data", str(tmp_path / "missing")])
     assert result.exit_code == 2 and "cannot read ratings" in result.output
+
+
+def test_tokens_with_csv_special_characters_round_trip(tmp_path: Path) -> None:
+    predictions = {1: ["a,b:5", 'q"x:10', "plain:0"]}
+    path = write_submission(tmp_path / "special.csv", predictions)
+    assert path.read_text().splitlines()[1] == '1,"a,b:5 q""x:10 plain:0"'
+    assert read_submission(path) == predictions
