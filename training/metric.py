@@ -641,7 +641,7 @@ def write_submission(
     return path
 
 
-def _csv_rows(f: IO[str]) -> Iterator[tuple[int, list[str]]]:
+def _csv_rows(f: IO[str], path: Path) -> Iterator[tuple[int, list[str]]]:
     """Non-blank CSV rows as (line number where the row starts, fields).
 
     A line without a quote character is split on commas directly (what the csv module would do,
@@ -654,8 +654,11 @@ def _csv_rows(f: IO[str]) -> Iterator[tuple[int, list[str]]]:
     for text in lines:
         number += 1
         if '"' in text:
-            reader = csv.reader(chain([text], lines))
-            row = next(reader, [])
+            reader = csv.reader(chain([text], lines), strict=True)
+            try:
+                row = next(reader, [])
+            except csv.Error as e:
+                raise SubmissionError(f"{path}: line {number}: bad CSV quoting: {e}") from None
             start, number = number, number + reader.line_num - 1
             if row:
                 yield start, row
@@ -679,7 +682,7 @@ def iter_submission(path: str | Path) -> Iterator[tuple[int, list[str]]]:
     path = Path(path)
     seen: dict[int, int] = {}
     with _open_text(path, "r", compressed=_is_gzip(path)) as f:
-        rows = _csv_rows(f)
+        rows = _csv_rows(f, path)
         first = next(rows, None)
         if first is None:
             raise SubmissionError(f"{path}: line 1: missing header 'Class,Segments' (empty file)")

@@ -495,3 +495,15 @@ def test_tokens_with_csv_special_characters_round_trip(tmp_path: Path) -> None:
     path = write_submission(tmp_path / "special.csv", predictions)
     assert path.read_text().splitlines()[1] == '1,"a,b:5 q""x:10 plain:0"'
     assert read_submission(path) == predictions
+
+
+def test_header_only_submission_and_bad_quoting(tmp_path: Path) -> None:
+    empty = tmp_path / "empty.csv"
+    empty.write_text("Class,Segments\n")
+    assert read_submission(empty) == {}
+    # Every class with positives is missing: mAP 0.
+    assert mean_average_precision(read_submission(empty), {1: {"a:0": 1}}) == 0.0
+    bad = tmp_path / "quote.csv"
+    bad.write_text('Class,Segments\n1,a:0\n2,"b:0\n')  # the quote never closes
+    with pytest.raises(SubmissionError, match="line 3: bad CSV quoting"):
+        read_submission(bad)
