@@ -101,11 +101,13 @@ class CorruptRecordError(TFRecordError):
         offset: byte offset of the record's start (uncompressed stream offset for gzip files).
     """
 
-    def __init__(self, path: Path | str, offset: int, reason: str) -> None:
+    def __init__(self, path: Path | str, offset: int, reason: str, *, gzip: bool = False) -> None:
         self.path = Path(path)
         self.offset = int(offset)
         self.reason = reason
-        super().__init__(f"{path}: corrupt record at byte offset {offset}: {reason}")
+        self.gzip = gzip
+        where = f"byte offset {offset}" + (" of the uncompressed stream" if gzip else "")
+        super().__init__(f"{path}: corrupt record at {where}: {reason}")
 
 
 class RecordFormatError(TFRecordError, ValueError):
@@ -187,15 +189,17 @@ def _iter_framed(
                     return
                 if len(header) < _HEADER.size:
                     raise CorruptRecordError(
-                        path, offset, f"truncated file: {len(header)} of 12 header bytes"
+                        path, offset, f"truncated file: {len(header)} of 12 header bytes", gzip=gz
                     )
                 length, length_crc = _HEADER.unpack(header)
                 if masked_crc32c(header[:8]) != length_crc:
                     raise CorruptRecordError(
-                        path, offset, "length CRC mismatch (the record boundary is lost)"
+                        path, offset, "length CRC mismatch (the record boundary is lost)", gzip=gz
                     )
                 if length > MAX_RECORD_BYTES:
-                    raise CorruptRecordError(path, offset, f"record length {length} is too large")
+                    raise CorruptRecordError(
+                        path, offset, f"record length {length} is too large", gzip=gz
+                    )
                 body = _read_exact(stream, length + _FOOTER.size)
                 if len(body) < length + _FOOTER.size:
                     raise CorruptRecordError(
@@ -203,9 +207,12 @@ def _iter_framed(
                         offset,
                         f"truncated file: record of {length} bytes, "
                         f"only {len(body)} of {length + 4} data+CRC bytes present",
+                        gzip=gz,
                     )
             except (OSError, EOFError, zlib.error) as exc:  # broken gzip stream
-                gz_err = CorruptRecordError(path, offset, f"unreadable gzip stream ({exc})")
+                gz_err = CorruptRecordError(
+                    path, offset, f"unreadable gzip stream ({exc})", gzip=gz
+                )
                 if not skip_corrupt:
                     raise gz_err from exc
                 _skip_file(gz_err, stats)
@@ -222,7 +229,7 @@ def _iter_framed(
             if on_raw_pos is not None:
                 on_raw_pos(raw.tell())
             if masked_crc32c(data) != data_crc:
-                crc_err = CorruptRecordError(path, record_offset, "data CRC mismatch")
+                crc_err = CorruptRecordError(path, record_offset, "data CRC mismatch", gzip=gz)
                 if not skip_corrupt:
                     raise crc_err
                 log.warning("%s; skipped, reading on at the next record", crc_err)

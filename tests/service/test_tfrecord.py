@@ -302,6 +302,23 @@ def test_truncated_gzip(tmp_path: Path, videos: list[Video]) -> None:
     assert got == [v.id for v in videos][: len(got)] and len(got) < len(videos)
 
 
+def test_corrupt_gzip_stream(tmp_path: Path, videos: list[Video]) -> None:
+    (path,) = write_videos(videos, tmp_path, num_shards=1, compress=True)
+    raw = bytearray(path.read_bytes())
+    raw[len(raw) // 2] ^= 0xFF  # random frames do not compress: this lands in bb02's frames
+    path.write_bytes(bytes(raw))
+    bb02_offset = 12 + len(video_to_example(videos[0])) + 4  # in the uncompressed stream
+    with pytest.raises(CorruptRecordError, match="of the uncompressed stream") as exc:
+        list(read_videos(path))
+    assert exc.value.gzip and exc.value.path == path and exc.value.offset == bb02_offset
+    assert "data CRC mismatch" in str(exc.value)
+    stats = ReadStats()
+    got = [v.id for v in read_videos(path, skip_corrupt=True, stats=stats)]
+    assert got == ["aa01", "cc03", "dd04", "ee05"]
+    # the record CRC catches it first; gzip's own CRC then fails at the end of the stream
+    assert stats.corrupt_records == 2 and stats.skipped_files == 1
+
+
 def test_garbage_is_clear_error(tmp_path: Path) -> None:
     path = tmp_path / "junk.tfrecord"
     path.write_bytes(b"this is not a tfrecord file at all" * 10)
