@@ -83,7 +83,6 @@ GZIP_MAGIC = b"\x1f\x8b"
 _HEADER = struct.Struct("<QI")  # length, masked crc of the 8 length bytes
 _FOOTER = struct.Struct("<I")  # masked crc of the data
 _MASK_DELTA = 0xA282EAD8
-_CHUNK = 1 << 20
 # A single record larger than this is not a YouTube-8M video (300 frames are ~360 KB); a length this
 # big that still passes its CRC means a writer bug, and reading it would exhaust memory.
 MAX_RECORD_BYTES = 1 << 30
@@ -200,30 +199,29 @@ def _iter_framed(
                     raise CorruptRecordError(
                         path, offset, f"record length {length} is too large", gzip=gz
                     )
-                body = _read_exact(stream, length + _FOOTER.size)
-                if len(body) < length + _FOOTER.size:
+                data = _read_exact(stream, length)
+                footer = _read_exact(stream, _FOOTER.size) if len(data) == length else b""
+                if len(footer) < _FOOTER.size:
                     raise CorruptRecordError(
                         path,
                         offset,
-                        f"truncated file: record of {length} bytes, "
-                        f"only {len(body)} of {length + 4} data+CRC bytes present",
+                        f"truncated file: record of {length} bytes, only "
+                        f"{len(data) + len(footer)} of {length + 4} data+CRC bytes present",
                         gzip=gz,
                     )
-            except (OSError, EOFError, zlib.error) as exc:  # broken gzip stream
-                gz_err = CorruptRecordError(
-                    path, offset, f"unreadable gzip stream ({exc})", gzip=gz
-                )
+            except (OSError, EOFError, zlib.error) as exc:  # broken gzip stream or I/O error
+                what = "unreadable gzip stream" if gz else "read error"
+                io_err = CorruptRecordError(path, offset, f"{what} ({exc})", gzip=gz)
                 if not skip_corrupt:
-                    raise gz_err from exc
-                _skip_file(gz_err, stats)
+                    raise io_err from exc
+                _skip_file(io_err, stats)
                 return
             except CorruptRecordError as err:
                 if not skip_corrupt:
                     raise
                 _skip_file(err, stats)
                 return
-            data = body[:length]
-            (data_crc,) = _FOOTER.unpack_from(body, length)
+            (data_crc,) = _FOOTER.unpack(footer)
             record_offset = offset
             offset += _HEADER.size + length + _FOOTER.size
             if on_raw_pos is not None:
