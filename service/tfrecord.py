@@ -74,6 +74,7 @@ __all__ = [
     "iter_records",
     "masked_crc32c",
     "read_videos",
+    "shard_paths",
     "video_to_example",
     "write_records",
     "write_videos",

@@ -217,7 +217,8 @@ def test_streams_one_shard_at_a_time(tmp_path: Path, compress: bool) -> None:
 def test_progress_bar_does_not_change_results(
     tmp_path: Path, videos: list[Video], capsys: pytest.CaptureFixture[str]
 ) -> None:
-    paths = write_videos(videos, tmp_path, num_shards=2, compress=True)
+    paths = write_videos(videos, tmp_path, num_shards=2, compress=True, progress=True)
+    assert "writing" in capsys.readouterr().err
     assert [v.id for v in read_videos(paths, progress=True)] == [v.id for v in read_videos(paths)]
     assert "reading" in capsys.readouterr().err
 
