@@ -316,6 +316,37 @@ def test_candidate_recall_hand_computed_with_ties() -> None:
     assert result.recall.shape == (4, 3)
 
 
+def test_candidate_recall_matches_naive_loops_with_many_ties() -> None:
+    rng = random.Random(7)
+    for _ in range(50):
+        num_videos, num_classes = rng.randint(1, 12), rng.randint(1, 5)
+        video_ids = [f"v{i}" for i in range(num_videos)]
+        # Scores from a few levels, so ties are common.
+        scores = np.array(
+            [[rng.choice([0.0, 0.25, 0.5, 1.0]) for _ in range(num_classes)] for _ in video_ids]
+        )
+        ratings = {
+            c: {f"v{rng.randint(0, num_videos + 2)}:{5 * s}": rng.randint(0, 1) for s in range(6)}
+            for c in range(num_classes + 1)  # the last class has no score column
+        }
+        ks = [1, 2, 3, 5, 20]
+        result = candidate_recall(video_ids, scores, ratings, ks)
+        for c, rated in ratings.items():
+            n_c = sum(rated.values())
+            if n_c == 0:
+                assert c not in result.classes.tolist()
+                continue
+            for k in ks:
+                if c < num_classes:
+                    # Sort by descending score, ties by position in video_ids.
+                    order = sorted(range(num_videos), key=lambda i: (-scores[i, c], i))
+                    kept = {video_ids[i] for i in order[:k]}
+                else:
+                    kept = set()
+                found = sum(v for t, v in rated.items() if t.split(":")[0] in kept)
+                assert result.per_class(k)[c] == pytest.approx(found / n_c)
+
+
 def test_candidate_recall_rejects_bad_input() -> None:
     with pytest.raises(ValueError, match=r"scores must be \[V=2, C\]"):
         candidate_recall(["a", "b"], np.zeros((3, 2)), {0: {"a:0": 1}}, ks=[1])
