@@ -40,11 +40,22 @@ def synth(
     seed: Annotated[int, typer.Option(help="Random seed; the corpus is deterministic for it.")] = 0,
     gzip: Annotated[bool, typer.Option("--gzip", help="Write gzip-compressed TFRecords.")] = False,
     shards: Annotated[int, typer.Option(help="Shards per split.")] = 4,
+    min_frames: Annotated[int, typer.Option(help="Shortest video, in frames (>= 10).")] = 60,
+    max_frames: Annotated[int, typer.Option(help="Longest video, in frames (<= 300).")] = 300,
 ) -> None:
-    """Write a synthetic corpus in the YouTube-8M frame-level layout."""
+    """Write a synthetic corpus in the YouTube-8M frame-level layout (see training/synth.py)."""
     from training.synth import run_synth
 
-    run_synth(out, videos=videos, classes=classes, seed=seed, gzip=gzip, shards=shards)
+    run_synth(
+        out,
+        videos=videos,
+        classes=classes,
+        seed=seed,
+        gzip=gzip,
+        shards=shards,
+        min_frames=min_frames,
+        max_frames=max_frames,
+    )
 
 
 @app.command("inspect")
