@@ -588,3 +588,14 @@ def test_failed_write_leaves_no_files(tmp_path: Path, videos: list[Video]) -> No
     with pytest.raises(RuntimeError, match="source failed"):
         write_videos(broken(), tmp_path / "w", num_shards=2)
     assert list((tmp_path / "w").iterdir()) == []
+
+
+def test_read_benchmark_runs(capsys: pytest.CaptureFixture[str]) -> None:
+    # `make bench` entry point: a tiny run keeps it from rotting (numbers are printed, not asserted)
+    from loadtests.bench_read import main
+
+    main(["--videos", "4", "--repeat", "1", "--min-frames", "5", "--max-frames", "12"])
+    out = capsys.readouterr().out
+    for stage in ("join+frombuffer", "framing plain", "read_videos plain", "read_videos gzip"):
+        assert stage in out
+    assert "x the bare join+frombuffer cost" in out
