@@ -1,0 +1,374 @@
+"""``ccrl evaluate BUNDLE --data RATED``: the evaluation report (markdown, JSON, PNG plots).
+
+- Table 1 analogue: candidate recall of the bundle's generator (top-K videos per class).
+- Table 2 analogue: mAP (training/metric.py) of every model, with and without candidate generation.
+- Figure 3 analogue: per-class AP of CCRL and LSTM grouped by class cluster (the synthetic corpus's
+  sibling clusters from ``synth.json`` when present, else the vocabulary's vertical).
+- Rare vs frequent classes: mean AP over the classes with few / many labelled segments in the bank
+  (split at the median positive count of the ranked classes).
+
+The report goes to ``BUNDLE/report/`` by default; then the manifest's metrics and sha256 list are
+rewritten (:func:`training.bundle_writer.finalize_manifest`).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from service.bundle import Bundle, load_bundle
+
+MODEL_ORDER = ("convnet", "lstm", "ccrl", "ensemble")
+
+
+def _models(names: Sequence[str]) -> list[str]:
+    known = [m for m in MODEL_ORDER if m in names]
+    return known + sorted(m for m in names if m not in MODEL_ORDER)
+
+
+def class_groups(bundle: Bundle, data: Sequence[Path]) -> tuple[dict[int, str], str]:
+    """Class id -> group label, and what the groups are (``cluster`` or ``vertical``).
+
+    Uses ``synth.json`` (its ``classes[].cluster``) next to the data when present.
+    """
+    names = bundle.class_names
+    for p in data:
+        for cand in (Path(p) / "synth.json", Path(p).parent / "synth.json"):
+            if cand.is_file():
+                try:
+                    meta = json.loads(cand.read_text(encoding="utf-8"))
+                    clusters = {int(c["id"]): int(c["cluster"]) for c in meta["classes"]}
+                except (KeyError, TypeError, ValueError, json.JSONDecodeError):
+                    continue
+                out = {}
+                for c, k in clusters.items():
+                    family = names.get(c, "").split(" ")[0]
+                    out[c] = f"cluster {k}" + (f" ({family})" if family else "")
+                return out, "cluster"
+    return {c.id: c.vertical or "(none)" for c in bundle.manifest.classes}, "vertical"
+
+
+def evaluate(
+    bundle: Bundle,
+    data: Sequence[Path],
+    *,
+    threads: int = 2,
+    progress: bool = True,
+    k: int | None = None,
+) -> dict[str, Any]:
+    """Score the rated corpus ``data`` with every model of the bundle; returns the report dict."""
+    from service.tfrecord import read_videos
+    from training.metric import Ratings, candidate_recall, score_submission
+    from training.submit import score_corpus
+
+    t0 = time.perf_counter()
+    videos = list(read_videos(list(data), progress=False))
+    if not videos:
+        raise ValueError(f"no videos in {[str(p) for p in data]}")
+    ratings = Ratings(videos)
+    if not ratings.positive_classes():
+        raise ValueError(f"{[str(p) for p in data]}: no positive segment ratings to evaluate")
+    models = ["ccrl", *bundle.baseline_paths]
+    if bundle.manifest.config.get("ensemble", {}).get("members"):
+        models.append("ensemble")
+    cs = score_corpus(
+        bundle,
+        videos,
+        models=models,
+        cg_modes=(True, False),
+        k=k,
+        threads=threads,
+        progress=progress,
+        total=len(videos),
+    )
+    del videos
+    cls = cs.classes
+    # Table 1: candidate recall of the generator at K (and a few other K)
+    full = np.zeros((len(cs.video_ids), bundle.num_classes), np.float32)
+    full[:, cls] = cs.video_probs
+    ks = sorted({1, max(1, cs.k // 2), cs.k, min(2 * cs.k, len(cs.video_ids))})
+    rec = candidate_recall(cs.video_ids, full, _restrict(ratings, cls), ks)
+    segs_cg = int(sum(len(cs.candidate_rows(r, True)) for r in range(len(cls))))
+    table1 = {
+        "k": cs.k,
+        "videos": len(cs.video_ids),
+        "segments": cs.num_segments,
+        "recall_at_k": rec.mean[cs.k],
+        "micro_recall_at_k": rec.micro[cs.k],
+        "recall_curve": {str(kk): rec.mean[kk] for kk in ks},
+        "segments_kept_per_class": segs_cg / max(len(cls), 1),
+        "reduction_factor": cs.num_segments * len(cls) / max(segs_cg, 1),
+        "per_class_recall_at_k": {str(c): v for c, v in rec.per_class(cs.k).items()},
+    }
+    # Table 2: mAP of every model, with and without CG
+    table2: dict[str, dict[str, float]] = {}
+    per_class: dict[str, dict[str, dict[str, float]]] = {}
+    for m in _models(cs.models):
+        table2[m], per_class[m] = {}, {}
+        for cg in (True, False):
+            key = "cg" if cg else "no_cg"
+            res = score_submission(cs.ranked(m, cg), ratings)
+            table2[m][key] = res.map
+            per_class[m][key] = {str(c): s.ap for c, s in res.per_class.items()}
+    groups, group_kind = class_groups(bundle, data)
+    ap_classes = sorted(int(c) for c in per_class["ccrl"]["cg"])
+    by_group: dict[str, dict[str, list[int] | dict[str, float]]] = {}
+    for c in ap_classes:
+        g = groups.get(c, "(none)")
+        by_group.setdefault(g, {"classes": []})["classes"].append(c)  # type: ignore[union-attr]
+    for info in by_group.values():
+        members = info["classes"]
+        assert isinstance(members, list)
+        info["mean_ap"] = {
+            m: float(np.mean([per_class[m]["cg"][str(c)] for c in members])) for m in per_class
+        }
+    # rare vs frequent: positives per class in the bank (what the segment models learn from)
+    pos = bundle.bank.pos_count
+    counts = {c: int(pos[c]) for c in ap_classes}
+    median = float(np.median(list(counts.values()))) if counts else 0.0
+    rare = [c for c in ap_classes if counts[c] <= median]
+    frequent = [c for c in ap_classes if counts[c] > median]
+    rare_freq = {
+        "split": f"bank positives <= {median:g} (rare) vs > {median:g} (frequent)",
+        "rare_classes": len(rare),
+        "frequent_classes": len(frequent),
+        "mean_ap": {
+            m: {
+                "rare": float(np.mean([per_class[m]["cg"][str(c)] for c in rare]))
+                if rare
+                else None,
+                "frequent": float(np.mean([per_class[m]["cg"][str(c)] for c in frequent]))
+                if frequent
+                else None,
+            }
+            for m in per_class
+        },
+    }
+    singles = [m for m in table2 if m != "ensemble"]
+    best_single = max(singles, key=lambda m: table2[m]["cg"])
+    checks = {
+        "ccrl_cg_above_lstm_cg": table2["ccrl"]["cg"] > table2.get("lstm", {"cg": -1.0})["cg"],
+        "cg_helps_every_model": all(v["cg"] >= v["no_cg"] for v in table2.values()),
+        "ensemble_at_least_best_single": (
+            table2["ensemble"]["cg"] >= table2[best_single]["cg"] - 1e-12
+            if "ensemble" in table2
+            else False
+        ),
+    }
+    return {
+        "bundle": str(bundle.path),
+        "data": [str(p) for p in data],
+        "videos": len(cs.video_ids),
+        "ratings": ratings.num_ratings,
+        "classes_with_positives": len(ap_classes),
+        "ensemble": cs.ensemble,
+        "table1": table1,
+        "table2": table2,
+        "best_single_model_cg": best_single,
+        "checks": checks,
+        "per_class_ap": per_class,
+        "groups": {"kind": group_kind, "by_group": by_group},
+        "rare_vs_frequent": rare_freq,
+        "seconds": {**cs.seconds, "total": round(time.perf_counter() - t0, 2)},
+    }
+
+
+def _restrict(ratings: Mapping[int, Mapping[str, int]], cls: np.ndarray) -> dict[int, Any]:
+    keep = set(cls.tolist())
+    return {c: r for c, r in ratings.items() if c in keep}
+
+
+# --------------------------------------------------------------------------------------------
+# Writing
+# --------------------------------------------------------------------------------------------
+
+
+def format_markdown(rep: Mapping[str, Any]) -> str:
+    """The report as markdown."""
+    t1, t2 = rep["table1"], rep["table2"]
+    lines = [
+        "# CCRL evaluation report",
+        "",
+        f"Data: {', '.join(rep['data'])} ({rep['videos']} videos, {rep['ratings']} rated pairs, "
+        f"{rep['classes_with_positives']} classes with positives). Bundle: `{rep['bundle']}`.",
+        "",
+        "## Table 1 analogue: candidate generation",
+        "",
+        f"Top **K = {t1['k']}** videos per class (1/20 of the videos): average recall "
+        f"**{t1['recall_at_k']:.4f}** (micro {t1['micro_recall_at_k']:.4f}); "
+        f"{t1['segments_kept_per_class']:.1f} segments kept per class out of {t1['segments']} "
+        f"({t1['reduction_factor']:.1f}x fewer pairs).",
+        "",
+        "| K | average recall |",
+        "|---|---|",
+        *[f"| {k} | {v:.4f} |" for k, v in t1["recall_curve"].items()],
+        "",
+        "## Table 2 analogue: mAP with and without candidate generation",
+        "",
+        "| Model | Without CG | With CG |",
+        "|---|---|---|",
+        *[f"| {m} | {v['no_cg']:.4f} | {v['cg']:.4f} |" for m, v in t2.items()],
+        "",
+        f"Ensemble: {rep['ensemble'].get('method', '?')} of {rep['ensemble'].get('members', [])} "
+        "(chosen on the validate 10% holdout).",
+        "",
+        "Checks:",
+        "",
+        *[f"- {'PASS' if ok else 'FAIL'}: {name}" for name, ok in rep["checks"].items()],
+        "",
+        f"## Figure 3 analogue: per-class AP (with CG) by {rep['groups']['kind']}",
+        "",
+        "| Group | Classes | " + " | ".join(rep["per_class_ap"]) + " |",
+        "|---|---|" + "---|" * len(rep["per_class_ap"]),
+    ]
+    for g, info in sorted(rep["groups"]["by_group"].items()):
+        vals = " | ".join(f"{info['mean_ap'][m]:.3f}" for m in rep["per_class_ap"])
+        lines.append(f"| {g} | {len(info['classes'])} | {vals} |")
+    rf = rep["rare_vs_frequent"]
+    lines += [
+        "",
+        "![per-cluster AP](per_cluster_ap.png)",
+        "",
+        "## Rare vs frequent classes (AP with CG)",
+        "",
+        f"Split: {rf['split']} ({rf['rare_classes']} rare, {rf['frequent_classes']} frequent).",
+        "",
+        "| Model | Rare | Frequent |",
+        "|---|---|---|",
+    ]
+    for m, v in rf["mean_ap"].items():
+        r = "-" if v["rare"] is None else f"{v['rare']:.4f}"
+        f = "-" if v["frequent"] is None else f"{v['frequent']:.4f}"
+        lines.append(f"| {m} | {r} | {f} |")
+    lines += ["", "![table 2](table2_map.png) ![rare vs frequent](rare_frequent.png)", ""]
+    return "\n".join(lines)
+
+
+def plot_report(rep: Mapping[str, Any], out: Path) -> list[Path]:
+    """Write ``table2_map.png``, ``per_cluster_ap.png`` and ``rare_frequent.png`` into ``out``."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    paths = []
+    t2 = rep["table2"]
+    models = list(t2)
+    x = np.arange(len(models))
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    ax.bar(x - 0.2, [t2[m]["no_cg"] for m in models], 0.4, label="without CG")
+    ax.bar(x + 0.2, [t2[m]["cg"] for m in models], 0.4, label="with CG")
+    ax.set_xticks(x, models)
+    ax.set_ylabel("mAP")
+    ax.set_title("Table 2 analogue")
+    ax.legend()
+    fig.tight_layout()
+    paths.append(out / "table2_map.png")
+    fig.savefig(paths[-1], dpi=100)
+    plt.close(fig)
+
+    pcs = rep["per_class_ap"]
+    groups = sorted(rep["groups"]["by_group"].items())
+    shown = [m for m in ("ccrl", "lstm") if m in pcs]
+    order = [(g, c) for g, info in groups for c in info["classes"]]
+    fig, ax = plt.subplots(figsize=(max(6, 0.18 * len(order) + 2), 4))
+    xs = np.arange(len(order))
+    for i, m in enumerate(shown):
+        ax.bar(xs + (i - 0.5) * 0.4, [pcs[m]["cg"][str(c)] for _, c in order], 0.4, label=m)
+    bounds = np.cumsum([len(info["classes"]) for _, info in groups])[:-1]
+    for b in bounds:
+        ax.axvline(b - 0.5, color="grey", lw=0.6)
+    ax.set_xticks(xs, [str(c) for _, c in order], fontsize=6, rotation=90)
+    ax.set_ylabel("AP (with CG)")
+    ax.set_title(f"Figure 3 analogue: per-class AP, grouped by {rep['groups']['kind']}")
+    ax.legend()
+    fig.tight_layout()
+    paths.append(out / "per_cluster_ap.png")
+    fig.savefig(paths[-1], dpi=100)
+    plt.close(fig)
+
+    rf = rep["rare_vs_frequent"]["mean_ap"]
+    models = list(rf)
+    x = np.arange(len(models))
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    ax.bar(x - 0.2, [rf[m]["rare"] or 0.0 for m in models], 0.4, label="rare classes")
+    ax.bar(x + 0.2, [rf[m]["frequent"] or 0.0 for m in models], 0.4, label="frequent classes")
+    ax.set_xticks(x, models)
+    ax.set_ylabel("mean AP (with CG)")
+    ax.set_title("Rare vs frequent classes")
+    ax.legend()
+    fig.tight_layout()
+    paths.append(out / "rare_frequent.png")
+    fig.savefig(paths[-1], dpi=100)
+    plt.close(fig)
+    return paths
+
+
+def write_report(rep: Mapping[str, Any], out: Path) -> dict[str, Path]:
+    """Write ``report.json``, ``report.md`` and the plots into ``out``."""
+    out.mkdir(parents=True, exist_ok=True)
+    paths = {"json": out / "report.json", "markdown": out / "report.md"}
+    paths["json"].write_text(json.dumps(rep, indent=1, sort_keys=False) + "\n", encoding="utf-8")
+    paths["markdown"].write_text(format_markdown(rep), encoding="utf-8")
+    for p in plot_report(rep, out):
+        paths[p.stem] = p
+    return paths
+
+
+def summary_metrics(rep: Mapping[str, Any]) -> dict[str, Any]:
+    """The manifest's ``metrics``: Table 1/2 numbers, checks, rare vs frequent."""
+    return {
+        "split": rep["data"],
+        "videos": rep["videos"],
+        "cg_k": rep["table1"]["k"],
+        "candidate_recall_at_k": rep["table1"]["recall_at_k"],
+        "map": rep["table2"],
+        "checks": rep["checks"],
+        "rare_vs_frequent": rep["rare_vs_frequent"]["mean_ap"],
+    }
+
+
+def run_evaluate(
+    bundle: Path,
+    data: Sequence[Path] | Path,
+    *,
+    out: Path | None = None,
+    threads: int = 2,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """The ``ccrl evaluate`` command. Writes the report (default ``BUNDLE/report``); when it lands
+    inside the bundle, the manifest's metrics and file hashes are updated. Returns the metrics."""
+    from training.bundle_writer import finalize_manifest
+
+    bundle = Path(bundle)
+    paths = [Path(data)] if isinstance(data, (str, Path)) else [Path(p) for p in data]
+    b = load_bundle(bundle, nthread=threads)
+    rep = evaluate(b, paths, threads=threads, progress=progress)
+    dest = Path(out) if out is not None else bundle / "report"
+    files = write_report(rep, dest)
+    metrics = summary_metrics(rep)
+    inside = dest.resolve().is_relative_to(bundle.resolve())
+    if inside:
+        old = dict(b.manifest.metrics)
+        old.update(metrics)
+        finalize_manifest(bundle, metrics=old)
+    print(format_table(rep))
+    print(f"report: {files['markdown']}")
+    return metrics
+
+
+def format_table(rep: Mapping[str, Any]) -> str:
+    """Table 2 as plain text (printed by ``ccrl evaluate`` and ``ccrl train``)."""
+    lines = [
+        f"Candidate recall@K={rep['table1']['k']}: {rep['table1']['recall_at_k']:.4f}",
+        f"{'model':<10} {'no CG':>8} {'CG':>8}",
+    ]
+    for m, v in rep["table2"].items():
+        lines.append(f"{m:<10} {v['no_cg']:>8.4f} {v['cg']:>8.4f}")
+    lines += [f"{'PASS' if ok else 'FAIL'} {name}" for name, ok in rep["checks"].items()]
+    return "\n".join(lines)

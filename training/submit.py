@@ -1,0 +1,339 @@
+"""Ranking a corpus with any model of a bundle, with or without candidate generation (CG).
+
+Candidate generation (paper section 3.1) is applied to every model the same way: with CG, the list
+of class c holds only the segments of its top-K videos by ``video_probs[c]`` (K = 1/20 of the
+videos, the candidate report's rule); without CG, every segment of every video. CCRL scores only the
+pairs it needs (with CG alone, only the candidate pairs: that is the point of CG). ``ensemble``
+combines CCRL and the baselines as the bundle says (mean of probabilities or mean of within-list
+ranks, chosen on the validate 10% holdout at training time).
+
+``ccrl submit BUNDLE --data PATH --out SUBMISSION.csv [--model M] [--no-cg] [--top N]`` writes the
+Kaggle file for the bundle's rated classes.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+import numpy.typing as npt
+from tqdm.auto import tqdm
+
+from service.bundle import Bundle, load_bundle
+from service.features import build_pair_features
+from service.yt8m import SEGMENT_FRAMES, Video
+
+if TYPE_CHECKING:
+    from training.ccrl import VideoOutputs
+
+log = logging.getLogger(__name__)
+
+F32 = npt.NDArray[np.float32]
+I64 = npt.NDArray[np.int64]
+
+ENSEMBLE = "ensemble"
+MAX_SHARE = 1.0 / 20.0
+
+
+def cg_k(num_videos: int) -> int:
+    """Videos kept per class by CG: the largest K with K / num_videos <= 1/20 (at least 1)."""
+    return max(1, int(np.floor(num_videos * MAX_SHARE + 1e-9)))
+
+
+@dataclass
+class CorpusScores:
+    """Scores of every segment of a corpus for the ranked classes.
+
+    Attributes:
+        video_ids: [V] video ids, in reading order.
+        classes: int64 [R] the ranked classes (column order of every matrix below).
+        seg_video: int64 [N] video index of each segment (N segments over all videos).
+        seg_start: int64 [N] start frame of each segment.
+        video_probs: float32 [V, R] the candidate model's video-level probabilities.
+        cg_mask: bool [V, R] True when the video is among the top-K of the class.
+        k: videos per class kept by CG.
+        scores: model name -> float32 [N, R] (NaN where the model did not score the pair).
+        ensemble: {"members": [...], "method": "mean" | "rank"}.
+        seconds: stage -> wall seconds.
+    """
+
+    video_ids: list[str]
+    classes: I64
+    seg_video: I64
+    seg_start: I64
+    video_probs: F32
+    cg_mask: npt.NDArray[np.bool_]
+    k: int
+    scores: dict[str, F32]
+    ensemble: dict[str, object] = field(default_factory=dict)
+    seconds: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def num_segments(self) -> int:
+        return int(self.seg_video.shape[0])
+
+    def tokens(self) -> npt.NDArray[np.str_]:
+        """Segment ids ``"vid:start"``, [N]."""
+        vids = np.asarray(self.video_ids, dtype=np.str_)[self.seg_video]
+        return np.char.add(np.char.add(vids, ":"), self.seg_start.astype(np.str_))
+
+    @property
+    def models(self) -> list[str]:
+        names = list(self.scores)
+        members = self.ensemble.get("members", [])
+        if isinstance(members, list) and members and all(m in self.scores for m in members):
+            names.append(ENSEMBLE)
+        return names
+
+    def candidate_rows(self, r: int, cg: bool) -> I64:
+        """Segment rows in the list of class column ``r`` (with CG: its top-K videos only)."""
+        if not cg:
+            return np.arange(self.num_segments, dtype=np.int64)
+        return np.flatnonzero(self.cg_mask[self.seg_video, r]).astype(np.int64)
+
+    def list_scores(self, model: str, r: int, rows: I64) -> F32:
+        """Scores of ``rows`` for class column ``r`` under ``model`` (ensemble combined here)."""
+        if model != ENSEMBLE:
+            if model not in self.scores:
+                raise KeyError(f"model {model!r} was not scored (have {sorted(self.scores)})")
+            return self.scores[model][rows, r]
+        members = [str(m) for m in self.ensemble.get("members", [])]  # type: ignore[union-attr]
+        parts = np.stack([self.scores[m][rows, r] for m in members])
+        return combine(parts, str(self.ensemble.get("method", "mean")))
+
+    def ranked(self, model: str, cg: bool, top: int = 100_000) -> dict[int, list[str]]:
+        """Class id -> ranked segment ids (best first, at most ``top``); stable on ties."""
+        tokens = self.tokens()
+        out: dict[int, list[str]] = {}
+        for r, c in enumerate(self.classes.tolist()):
+            rows = self.candidate_rows(r, cg)
+            s = self.list_scores(model, r, rows).astype(np.float64)
+            if np.isnan(s).any():
+                raise ValueError(
+                    f"model {model!r}: class {c} has unscored candidate segments "
+                    f"({'with' if cg else 'without'} CG)"
+                )
+            order = np.argsort(-s, kind="stable")[:top]
+            out[int(c)] = tokens[rows[order]].tolist()
+        return out
+
+
+def combine(parts: F32, method: str) -> F32:
+    """Combine member scores [M, L] of one list into [L]: ``mean`` of probabilities, or ``rank``:
+    the mean of each member's normalized rank within the list (1 = best, 0 = worst)."""
+    if parts.shape[1] == 0:
+        return np.zeros(0, np.float32)
+    if method == "mean":
+        return parts.mean(axis=0).astype(np.float32)
+    if method == "rank":
+        n = parts.shape[1]
+        ranks = np.empty_like(parts, dtype=np.float64)
+        for i, p in enumerate(parts):
+            order = np.argsort(p, kind="stable")  # ascending: the best gets the highest rank
+            ranks[i, order] = np.arange(n) / max(n - 1, 1)
+        return ranks.mean(axis=0).astype(np.float32)
+    raise ValueError(f"unknown ensemble method {method!r} (expected 'mean' or 'rank')")
+
+
+def _needed(models: Sequence[str], bundle: Bundle) -> tuple[bool, list[str]]:
+    """(score CCRL?, baselines to run) for the requested models."""
+    ens = bundle.manifest.config.get("ensemble", {})
+    names: set[str] = set()
+    for m in models:
+        if m == ENSEMBLE:
+            if not ens.get("members"):
+                raise ValueError(f"{bundle.path}: the bundle defines no ensemble")
+            names.update(str(x) for x in ens["members"])
+        else:
+            names.add(m)
+    known = {"ccrl", *bundle.baseline_paths}
+    unknown = sorted(names - known)
+    if unknown:
+        raise ValueError(
+            f"unknown model(s) {unknown}: {bundle.path} has {sorted(known)}"
+            + (" and 'ensemble'" if ens.get("members") else "")
+        )
+    return "ccrl" in names, sorted(n for n in names if n != "ccrl")
+
+
+def score_corpus(
+    bundle: Bundle,
+    videos: Iterable[Video],
+    *,
+    models: Sequence[str] = ("ccrl",),
+    cg_modes: Sequence[bool] = (True,),
+    classes: npt.ArrayLike | None = None,
+    k: int | None = None,
+    threads: int = 2,
+    progress: bool = True,
+    total: int | None = None,
+) -> CorpusScores:
+    """Run the bundle's models over a corpus.
+
+    Args:
+        bundle: a loaded bundle.
+        videos: the videos to rank (read once).
+        models: model names (``ccrl``, baseline names, ``ensemble``).
+        cg_modes: which CG settings will be ranked: CCRL scores only the CG pairs when only
+            ``True`` is asked, every pair otherwise.
+        classes: the classes to rank (default: the bundle's rated classes).
+        k: videos per class for CG (default :func:`cg_k` of the corpus size).
+        threads: ONNX Runtime / XGBoost threads.
+    """
+    from training.baselines import BaselineRunner
+    from training.ccrl import CandidateRunner
+
+    t0 = time.perf_counter()
+    want_ccrl, baselines = _needed(models, bundle)
+    cls = np.asarray(bundle.rated_classes if classes is None else classes, np.int64).reshape(-1)
+    if cls.size == 0:
+        raise ValueError("no classes to rank")
+    runner = CandidateRunner(bundle.candidate_path, threads=threads)
+    base_runners = {n: BaselineRunner(bundle.baseline_paths[n], threads=threads) for n in baselines}
+    outputs: list[VideoOutputs] = []
+    base_scores: dict[str, list[F32]] = {n: [] for n in baselines}
+    for v in tqdm(videos, desc="score videos", unit="video", total=total, disable=not progress):
+        o = runner(v)
+        if not want_ccrl:  # keep only what ranking needs
+            o.segment_embeddings = o.segment_embeddings[:, :0]
+        outputs.append(o)
+        if baselines:
+            frames = v.features()
+            for n, br in base_runners.items():
+                base_scores[n].append(br(frames)[:, cls])
+    if not outputs:
+        raise ValueError("no videos to rank")
+    t1 = time.perf_counter()
+    num_seg = np.array([o.num_segments for o in outputs], np.int64)
+    seg_video = np.repeat(np.arange(len(outputs), dtype=np.int64), num_seg)
+    seg_start = (
+        np.concatenate([np.arange(n, dtype=np.int64) for n in num_seg.tolist()]) * SEGMENT_FRAMES
+    )
+    vp = np.stack([o.video_probs[cls] for o in outputs]).astype(np.float32)
+    kk = cg_k(len(outputs)) if k is None else max(1, min(int(k), len(outputs)))
+    cg_mask = np.zeros(vp.shape, bool)
+    top_rows = np.argsort(-vp, axis=0, kind="stable")[:kk]  # [K, R]
+    cg_mask[top_rows, np.arange(len(cls))[None, :]] = True
+    scores: dict[str, F32] = {}
+    for n in baselines:
+        scores[n] = np.concatenate(base_scores[n]).astype(np.float32)
+    if want_ccrl:
+        only_cg = all(cg_modes)
+        scores["ccrl"] = _score_ccrl(
+            bundle, outputs, cls, cg_mask if only_cg else None, num_seg, progress=progress
+        )
+    t2 = time.perf_counter()
+    return CorpusScores(
+        [o.id for o in outputs],
+        cls,
+        seg_video,
+        seg_start,
+        vp,
+        cg_mask,
+        kk,
+        scores,
+        dict(bundle.manifest.config.get("ensemble", {})),
+        {"models_seconds": round(t1 - t0, 2), "ccrl_seconds": round(t2 - t1, 2)},
+    )
+
+
+def _score_ccrl(
+    bundle: Bundle,
+    outputs: Sequence[VideoOutputs],
+    cls: I64,
+    cg_mask: npt.NDArray[np.bool_] | None,
+    num_seg: I64,
+    *,
+    progress: bool = True,
+    chunk_rows: int = 100_000,
+) -> F32:
+    """CCRL scores float32 [N, R]; with ``cg_mask`` only the pairs of each video's CG classes."""
+    from training.ccrl import score_pairs
+
+    offsets = np.concatenate([[0], np.cumsum(num_seg)]).astype(np.int64)
+    out = np.full((int(offsets[-1]), len(cls)), np.nan, np.float32)
+    col = {int(c): i for i, c in enumerate(cls.tolist())}
+    xs: list[F32] = []
+    dest_rows: list[I64] = []
+    dest_cols: list[I64] = []
+    pending = 0
+
+    def flush() -> None:
+        nonlocal pending
+        if not xs:
+            return
+        s = score_pairs(bundle.booster, np.concatenate(xs))
+        out[np.concatenate(dest_rows), np.concatenate(dest_cols)] = s
+        xs.clear()
+        dest_rows.clear()
+        dest_cols.clear()
+        pending = 0
+
+    for i, o in enumerate(tqdm(outputs, desc="ccrl pairs", unit="video", disable=not progress)):
+        if o.num_segments == 0:
+            continue
+        want = cls if cg_mask is None else cls[cg_mask[i]]
+        if want.size == 0:
+            continue
+        pm = build_pair_features(
+            o.video_probs,
+            o.segment_probs,
+            o.segment_embeddings,
+            want,
+            bundle.bank,
+            o.id,
+            max_sim=bundle.max_sim,
+        )
+        xs.append(pm.x)
+        dest_rows.append(offsets[i] + pm.segment_index)
+        want_cols = np.array([col[int(c)] for c in want.tolist()], np.int64)
+        dest_cols.append(want_cols.repeat(o.num_segments))
+        pending += len(pm)
+        if pending >= chunk_rows:
+            flush()
+    flush()
+    return out
+
+
+def run_submit(
+    bundle: Path,
+    data: Sequence[Path] | Path,
+    out: Path,
+    *,
+    model: str = "ccrl",
+    cg: bool = True,
+    top: int = 100_000,
+    threads: int = 2,
+    progress: bool = True,
+) -> Path:
+    """The ``ccrl submit`` command: rank the bundle's rated classes over ``data`` with ``model``."""
+    from service.tfrecord import read_videos
+    from training.metric import write_submission
+
+    t0 = time.perf_counter()
+    if top < 1:
+        raise ValueError(f"--top must be >= 1, got {top}")
+    b = load_bundle(bundle, nthread=threads)
+    paths = [data] if isinstance(data, (str, Path)) else list(data)
+    cs = score_corpus(
+        b,
+        read_videos(paths, progress=False),
+        models=[model],
+        cg_modes=[cg],
+        threads=threads,
+        progress=progress,
+    )
+    lists = cs.ranked(model, cg, top)
+    path = write_submission(out, lists, top=top)
+    n = sum(len(v) for v in lists.values())
+    print(
+        f"{path}: {len(lists)} classes, {n} segments, model {model}, "
+        f"{'CG K=' + str(cs.k) + ' videos/class' if cg else 'no CG'}, "
+        f"{len(cs.video_ids)} videos, {time.perf_counter() - t0:.1f} s"
+    )
+    return path
