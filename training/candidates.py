@@ -30,7 +30,7 @@ import json
 import math
 import os
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
@@ -103,9 +103,19 @@ PRESETS: dict[str, dict[str, dict[str, Any]]] = {
 
 
 def model_config(
-    model: str, preset: str, num_classes: int, *, epochs: int | None = None, seed: int = 0
+    model: str,
+    preset: str,
+    num_classes: int,
+    *,
+    epochs: int | None = None,
+    seed: int = 0,
+    overrides: Mapping[str, Any] | None = None,
 ) -> ModelConfig:
-    """The configuration of ``model`` (``logistic`` or ``lstm``) at ``preset``."""
+    """The configuration of ``model`` (``logistic`` or ``lstm``) at ``preset``.
+
+    ``overrides`` replaces fields of :class:`ModelConfig` (e.g. ``{"hidden": 16}`` for tests);
+    an unknown field raises ``ValueError``.
+    """
     if preset not in PRESETS:
         raise ValueError(f"unknown preset {preset!r} (expected one of {sorted(PRESETS)})")
     if model not in PRESETS[preset]:
@@ -118,6 +128,12 @@ def model_config(
         if epochs < 1:
             raise ValueError(f"epochs must be >= 1, got {epochs}")
         cfg = replace(cfg, epochs=epochs)
+    if overrides:
+        fixed = {"model", "preset", "num_classes", "seed"}
+        bad = sorted(set(overrides) - (set(ModelConfig.__dataclass_fields__) - fixed))
+        if bad:
+            raise ValueError(f"cannot override {bad} of the {model} config")
+        cfg = replace(cfg, **overrides)
     return cfg
 
 
@@ -453,6 +469,7 @@ def train_model(
     stopped = False
     for epoch in range(start_epoch, cfg.epochs):
         model.train()
+        torch.manual_seed(cfg.seed * 100_003 + epoch)  # dropout per epoch: resume is exact
         t0 = time.perf_counter()
         run_loss, run_n = 0.0, 0
         if pooled is not None:
@@ -693,6 +710,7 @@ def train_candidates(
     progress: bool = True,
     threads: int | None = None,
     cache_root: Path | None = None,
+    overrides: Mapping[str, Mapping[str, Any]] | None = None,
 ) -> CandidateResult:
     """Train the candidate generator(s) on ``DATA/train``, export ONNX, report Recall@K.
 
@@ -700,7 +718,9 @@ def train_candidates(
     ``OUT/{logistic,lstm,ensemble}/candidate.onnx`` and copies the best one to
     ``OUT/candidate.onnx``); a single model writes ``OUT/candidate.onnx``. Checkpoints go to
     ``OUT/checkpoints/{model}/last.pt``; the report (evaluated on ``DATA/test``, else
-    ``DATA/validate``) to ``OUT/report/``. ``threads`` defaults to min(2, CPUs).
+    ``DATA/validate``) to ``OUT/report/``. ``threads`` defaults to min(2, CPUs). The split caches
+    go to ``cache_root`` (default: ``DATA/.cache``, see :func:`training.data.load_split`).
+    ``overrides`` maps ``logistic`` / ``lstm`` to :class:`ModelConfig` fields to replace.
     """
     from training.candidate_report import build_report, ratings_from_csr, write_report
     from training.data import load_split
@@ -734,7 +754,14 @@ def train_candidates(
     members = ["logistic", "lstm"] if model == "ensemble" else [model]
     trained: dict[str, TrainOutcome] = {}
     for name in members:
-        cfg = model_config(name, preset, num_classes, epochs=epochs, seed=seed)
+        cfg = model_config(
+            name,
+            preset,
+            num_classes,
+            epochs=epochs,
+            seed=seed,
+            overrides=(overrides or {}).get(name),
+        )
         trained[name] = train_model(
             cfg, train_cache, out_dir / "checkpoints" / name, resume=resume, progress=progress
         )
