@@ -34,8 +34,26 @@ def tiny_bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from training.synth import run_synth
 
     work = tmp_path_factory.mktemp("bench-e2e")
-    run_synth(work / "data", videos=120, classes=16, seed=5, shards=1, progress=False)
-    pipeline.run_train(work / "data", work / "bundle", preset="small", seed=0)
+    run_synth(
+        work / "data",
+        videos=80,
+        classes=12,
+        seed=5,
+        shards=1,
+        min_frames=30,
+        max_frames=60,
+        progress=False,
+    )
+    pipeline.run_train(
+        work / "data",
+        work / "bundle",
+        preset="small",
+        seed=0,
+        threads=1,
+        candidate_epochs=1,
+        convnet_pretrain_epochs=0,
+        progress=False,
+    )
     assert (work / "bundle" / "manifest.json").is_file()
     return work / "bundle"
 
