@@ -88,7 +88,7 @@ def load_pool() -> PayloadPool:
     return _pool
 
 
-@events.test_start.add_listener
+@events.test_start.add_listener  # type: ignore[untyped-decorator]
 def _on_test_start(environment: Any, **_: Any) -> None:
     try:
         check_host(environment.host)

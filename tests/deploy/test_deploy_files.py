@@ -206,7 +206,10 @@ def alert_rules() -> list[dict[str, Any]]:
 
 
 def dashboard() -> dict[str, Any]:
-    return json.loads((GRAFANA_DIR / "dashboards" / "ccrl.json").read_text(encoding="utf-8"))
+    dash: dict[str, Any] = json.loads(
+        (GRAFANA_DIR / "dashboards" / "ccrl.json").read_text(encoding="utf-8")
+    )
+    return dash
 
 
 def dashboard_targets(dash: dict[str, Any]) -> Iterator[tuple[dict[str, Any], str]]:
@@ -583,7 +586,7 @@ def effective_user(stages: dict[str, tuple[str, str]], stage: str) -> str:
     """The USER a stage runs as: its own last USER, else its parent stage's, else root."""
     while stage in stages:
         parent, body = stages[stage]
-        users = re.findall(r"^USER\s+(\S+)", body, re.MULTILINE)
+        users: list[str] = re.findall(r"^USER\s+(\S+)", body, re.MULTILINE)
         if users:
             return users[-1].split(":")[0]
         stage = parent
