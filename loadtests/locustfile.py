@@ -8,7 +8,8 @@ run time (-t), e.g.:
         --host http://127.0.0.1:8000
 
 The host must be a loopback address (127.0.0.1, ::1, localhost); anything else stops the run unless
-LOADTEST_ALLOW_REMOTE=1 is set on purpose.
+LOADTEST_ALLOW_REMOTE=1 is set on purpose. A headless run also needs -t and at most
+LOADTEST_MAX_USERS users (default 64).
 
 What a user does (weights): POST /localize with a base64-uint8 body (6) or a JSON-float body (2),
 60..300 frames per video, a fraction LOADTEST_INDEX_FRACTION (default 0.3) of them with a fresh
@@ -24,6 +25,7 @@ Environment:
     LOADTEST_MAX_CLASSES     max_classes of /localize (default: the service's).
     CCRL_API_TOKEN           enables the label-posting task.
     LOADTEST_ALLOW_REMOTE    1 = allow a non-loopback --host.
+    LOADTEST_MAX_USERS       the most users a headless run may start (default 64).
 """
 
 from __future__ import annotations
@@ -71,6 +73,20 @@ def check_host(host: str | None) -> None:
         )
 
 
+def check_bounds(options: Any) -> None:
+    """Headless runs need a run time (-t) and at most LOADTEST_MAX_USERS users (default 64)."""
+    if options is None or not getattr(options, "headless", False):
+        return
+    if not getattr(options, "run_time", None):
+        raise ValueError("a headless run needs a run time: pass -t/--run-time, e.g. -t 60s")
+    cap = int(os.environ.get("LOADTEST_MAX_USERS", "64"))
+    users = getattr(options, "num_users", None) or 1
+    if users > cap:
+        raise ValueError(
+            f"-u {users} is more than LOADTEST_MAX_USERS={cap} (raise it on purpose if needed)"
+        )
+
+
 def load_pool() -> PayloadPool:
     """The shared payload pool, built once per process (TFRecord videos or random frames)."""
     global _pool
@@ -88,15 +104,19 @@ def load_pool() -> PayloadPool:
     return _pool
 
 
-@events.test_start.add_listener  # type: ignore[untyped-decorator]
-def _on_test_start(environment: Any, **_: Any) -> None:
+@events.init.add_listener  # type: ignore[untyped-decorator]
+def _on_init(environment: Any, **_: Any) -> None:
+    """Refuse a remote host or an unbounded headless run before any user starts."""
     try:
         check_host(environment.host)
+        check_bounds(environment.parsed_options)
     except ValueError as e:
-        print(f"locustfile: {e}", file=sys.stderr)
-        if environment.runner is not None:
-            environment.runner.quit()
-        raise
+        print(f"locustfile: refusing to run: {e}", file=sys.stderr)
+        raise SystemExit(2) from None
+
+
+@events.test_start.add_listener  # type: ignore[untyped-decorator]
+def _on_test_start(environment: Any, **_: Any) -> None:
     pool = load_pool()
     sizes = ", ".join(f"{k} {v / 1e6:.2f} MB" for k, v in pool.sizes().items())
     print(f"locustfile: {len(pool.videos)} videos in the pool; mean body {sizes}", file=sys.stderr)

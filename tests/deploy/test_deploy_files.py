@@ -618,6 +618,7 @@ def test_dockerfile_installs_runtime_extra_only_and_runs_unprivileged(
     assert "/healthz" in text
     if extra == "gpu":
         assert "nvidia/cuda:" in text
+        assert "'CUDAExecutionProvider' in ort.get_available_providers()" in builder
     # Every COPY source from the build context exists and is let through by .dockerignore.
     allowed = [
         line[1:].rstrip("/")

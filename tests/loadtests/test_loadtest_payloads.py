@@ -108,21 +108,32 @@ def test_tfrecord_videos_reads_real_records_and_filters_short_ones() -> None:
         tfrecord_videos([DATA / "tf_rated.tfrecord"], limit=5, min_frames=60)
 
 
-def test_locustfile_refuses_a_non_loopback_host() -> None:
+def run_locust(*args: str) -> tuple[int, str]:
+    """Run the locustfile headless in a subprocess: (exit code, combined output)."""
     locust = Path(sys.executable).parent / "locust"
     if not locust.exists():
         pytest.skip("locust is not installed (the `load` extra)")
     proc = subprocess.run(
-        [
-            *(str(locust), "-f", str(ROOT / "loadtests" / "locustfile.py"), "--headless"),
-            *("-u", "1", "-r", "1", "-t", "3s", "--host", "http://192.0.2.1:8000"),
-        ],
+        [str(locust), "-f", str(ROOT / "loadtests" / "locustfile.py"), "--headless", *args],
         capture_output=True,
         text=True,
         timeout=60,
         cwd=ROOT,
         env={"PATH": str(Path(sys.executable).parent), "LOADTEST_VIDEOS": "1"},
     )
-    output = proc.stdout + proc.stderr
-    assert "not a loopback address" in output, output[-2000:]
-    assert "192.0.2.1" in output
+    return proc.returncode, proc.stdout + proc.stderr
+
+
+def test_locustfile_refuses_a_non_loopback_host() -> None:
+    rc, output = run_locust("-u", "1", "-r", "1", "-t", "3s", "--host", "http://192.0.2.1:8000")
+    assert rc == 2
+    assert "'http://192.0.2.1:8000' is not a loopback address" in output, output[-2000:]
+
+
+def test_locustfile_refuses_unbounded_headless_runs() -> None:
+    rc, output = run_locust("-u", "1", "-r", "1", "--host", "http://127.0.0.1:9")
+    assert rc == 2
+    assert "a headless run needs a run time" in output, output[-2000:]
+    rc, output = run_locust("-u", "500", "-r", "1", "-t", "3s", "--host", "http://127.0.0.1:9")
+    assert rc == 2
+    assert "-u 500 is more than LOADTEST_MAX_USERS=64" in output, output[-2000:]
