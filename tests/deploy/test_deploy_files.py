@@ -538,6 +538,14 @@ def test_k8s_env_config_secret_and_redis_are_consistent() -> None:
         for p in redis_set["spec"]["template"]["spec"]["containers"][0]["ports"]
     }
     assert {p["targetPort"] for p in redis_service["spec"]["ports"]} <= set(redis_ports)
+    # Redis admits the service's pods, on the port the service connects to, and nobody else.
+    policy = objs[("NetworkPolicy", "redis-from-ccrl")]["spec"]
+    assert policy["podSelector"]["matchLabels"].items() <= redis_pod_labels.items()
+    ccrl_labels = objs[("Deployment", "ccrl")]["spec"]["template"]["metadata"]["labels"]
+    (rule,) = policy["ingress"]
+    (source,) = rule["from"]
+    assert source["podSelector"]["matchLabels"].items() <= ccrl_labels.items()
+    assert [p["port"] for p in rule["ports"]] == [url.port]
 
 
 def test_k8s_service_hpa_and_pdb_target_the_deployment() -> None:
