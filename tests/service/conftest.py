@@ -115,10 +115,20 @@ def service_bundle(service_corpus: Path, tmp_path_factory: pytest.TempPathFactor
     out = tmp_path_factory.mktemp("svc-models") / "tiny"
     try:
         from training.pipeline import run_train
-    except ImportError:
+
+        run_train(service_corpus, out, preset="small", seed=0)
+    except ImportError:  # the pipeline (or a module it needs) is not there yet
+        shutil.rmtree(out, ignore_errors=True)
         return _build_fallback_bundle(service_corpus, out)
-    run_train(service_corpus, out, preset="small", seed=0)
     return out
+
+
+@pytest.fixture(scope="session")
+def sim_bundle(service_corpus: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A second tiny bundle whose segment embeddings are the mean frames (logistic candidates):
+    on the tiny corpus its GBM learns to lean on the similarity features, which the unseen-class
+    test needs (the tiny LSTM bundle's embeddings are too weak after a few seconds of training)."""
+    return _build_fallback_bundle(service_corpus, tmp_path_factory.mktemp("svc-sim") / "sim")
 
 
 @pytest.fixture(scope="session")
