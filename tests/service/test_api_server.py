@@ -1,0 +1,157 @@
+"""``ccrl serve`` as a real server process, checked from outside over HTTP; bad bundles refused."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from service.yt8m import Video
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _ccrl() -> list[str]:
+    return [sys.executable, "-m", "service.cli"]
+
+
+def _env(**extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if k not in {"REDIS_URL", "CCRL_BUNDLE"}}
+    env.update(CCRL_ORT_INTRA_THREADS="1", CCRL_XGB_NTHREAD="1", CCRL_API_TOKEN="tok", **extra)
+    return env
+
+
+def _wait_ready(url: str, proc: subprocess.Popen[bytes], timeout: float = 120) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise AssertionError(f"server exited with {proc.returncode}")
+        try:
+            if httpx.get(f"{url}/readyz", timeout=1).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.2)
+    raise AssertionError("server did not become ready")
+
+
+@pytest.mark.slow
+def test_ccrl_serve_with_two_workers_answers_from_outside(
+    service_bundle: Path, test_videos: list[Video], service_corpus: Path, tmp_path: Path
+) -> None:
+    from training.demo import curl_example, write_example_request
+
+    port = _free_port()
+    url = f"http://127.0.0.1:{port}"
+    proc = subprocess.Popen(
+        [*_ccrl(), "serve", "--bundle", str(service_bundle), "--port", str(port), "--workers", "2"],
+        env=_env(),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    try:
+        _wait_ready(url, proc)
+        request = write_example_request(service_corpus, tmp_path / "example.json")
+        assert "--data @" in curl_example("127.0.0.1", port, request)
+        body = request.read_bytes()
+        r = httpx.post(f"{url}/localize", content=body, timeout=30)  # no content-type, like curl
+        assert r.status_code == 200, r.text
+        out = r.json()
+        assert out["video_id"] == json.loads(body)["video_id"] and out["indexed"] is True
+        assert 1 <= len(out["classes"]) <= 3
+        assert "gbm;dur=" in r.headers["server-timing"]
+        bad = httpx.post(f"{url}/localize", content=b'{"rgb": [], "audio": []}', timeout=30)
+        assert bad.status_code == 422 and "no frames" in bad.json()["detail"]
+        for _ in range(4):  # several requests: both workers answer some of them
+            assert httpx.get(f"{url}/healthz", timeout=5).status_code == 200
+        metrics = httpx.get(f"{url}/metrics", timeout=5).text
+        assert (
+            'ccrl_http_requests_total{method="POST",route="/localize",status="200"} 1.0' in metrics
+        )
+        assert 'route="/healthz",status="200"} 4.0' in metrics  # summed over the workers
+        assert "ccrl_model_info" in metrics
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+
+
+def _tampered(bundle: Path, tmp: Path, how: str) -> Path:
+    out = tmp / f"bundle-{how}"
+    shutil.copytree(bundle, out)
+    if how == "modified":
+        with (out / "ccrl.ubj").open("r+b") as f:
+            f.seek(20)
+            byte = f.read(1)
+            f.seek(20)
+            f.write(bytes([byte[0] ^ 0xFF]))
+    else:
+        (out / "bank.npz").unlink()
+    return out
+
+
+@pytest.mark.parametrize(
+    ("how", "words"), [("modified", "sha256 mismatch"), ("missing", "missing")]
+)
+def test_a_tampered_or_incomplete_bundle_is_refused(
+    service_bundle: Path, tmp_path: Path, how: str, words: str
+) -> None:
+    from fastapi.testclient import TestClient
+
+    from service.api.app import create_app
+    from service.bundle import BundleError
+    from service.config import Settings
+
+    bad = _tampered(service_bundle, tmp_path, how)
+    target = "ccrl.ubj" if how == "modified" else "bank.npz"
+    proc = subprocess.run(
+        [*_ccrl(), "serve", "--bundle", str(bad), "--port", str(_free_port())],
+        env=_env(),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode != 0
+    assert "refusing to serve" in proc.stderr and words in proc.stderr and target in proc.stderr
+    # the app factory's lifespan refuses it too: the app never becomes ready
+    app = create_app(Settings(bundle=bad, redis_url=None))
+    with pytest.raises(BundleError, match=words), TestClient(app):
+        pass
+
+
+def test_serve_without_a_bundle_says_how_to_give_one() -> None:
+    proc = subprocess.run(
+        [*_ccrl(), "serve", "--port", str(_free_port())],
+        env=_env(),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert proc.returncode != 0
+    assert "--bundle" in proc.stderr and "CCRL_BUNDLE" in proc.stderr
+
+
+def test_demo_reuses_an_existing_corpus_and_bundle(
+    service_bundle: Path, service_corpus: Path, tmp_path: Path, capsys: Any
+) -> None:
+    from training.demo import run_demo
+
+    data = tmp_path / "demo"
+    shutil.copytree(service_corpus, data)
+    run_demo(data=data, bundle=service_bundle, port=8123, build_only=True)
+    printed = capsys.readouterr().out
+    assert f"--data @{data / 'example-request.json'}" in printed
+    body = json.loads((data / "example-request.json").read_text())
+    assert body["rgb"]["dtype"] == "uint8" and body["video_id"]
