@@ -169,6 +169,7 @@ class RedisBackend:
     def call(self, store: str, op: str, fn: Callable[[redis.Redis], T]) -> T:
         """Run ``fn(client)``; StoreUnavailable when Redis is down or the call fails."""
         if not self._up and time.monotonic() < self._next_try:
+            self.listener.store_error(store, op)  # refused without a network round trip
             raise StoreUnavailable(store, op, f"redis unreachable ({self._reason})")
         try:
             out = fn(self.client)
