@@ -149,7 +149,7 @@ class Metrics(StoreListener):
             from prometheus_client import multiprocess
 
             reg = CollectorRegistry()
-            multiprocess.MultiProcessCollector(reg, path=mp)
+            multiprocess.MultiProcessCollector(reg, path=mp)  # type: ignore[no-untyped-call]
             return generate_latest(reg), CONTENT_TYPE_LATEST
         return generate_latest(self.registry), CONTENT_TYPE_LATEST
 
@@ -158,4 +158,4 @@ class Metrics(StoreListener):
         if multiprocess_dir():
             from prometheus_client import multiprocess
 
-            multiprocess.mark_process_dead(os.getpid())
+            multiprocess.mark_process_dead(os.getpid())  # type: ignore[no-untyped-call]

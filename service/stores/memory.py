@@ -107,11 +107,11 @@ class MemoryIndexStore(IndexStore):
     def put_video(self, video_id: str, entries: Mapping[int, tuple[I64, F32]]) -> int:
         written = 0
         with self._lock:
-            for c, starts in self._videos.pop(video_id, {}).items():
-                lst = self._classes.get(c)
-                if lst is not None:
-                    for s in starts:
-                        lst.remove(segment_id(video_id, s))
+            for c, old_starts in self._videos.pop(video_id, {}).items():
+                old_list = self._classes.get(c)
+                if old_list is not None:
+                    for s in old_starts:
+                        old_list.remove(segment_id(video_id, s))
             kept: dict[int, list[int]] = {}
             for c, (starts, scores) in entries.items():
                 lst = self._classes.setdefault(int(c), _ClassList())

@@ -27,7 +27,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Mapping
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 import numpy as np
 import redis
@@ -274,7 +274,7 @@ class RedisBankStore(BankStore):
         if sid_raw is None:
             self._seed()
             return
-        sid = sid_raw.decode()
+        sid = sid_raw.decode() if isinstance(sid_raw, bytes) else str(sid_raw)
         version = int(ver_raw or 0)
         if sid != self._seed_id or version < self._version:
             self._full_load()
@@ -283,7 +283,7 @@ class RedisBankStore(BankStore):
             return
         lo = self._version
         blobs: list[bytes] = self.backend.call(
-            "bank", "refresh", lambda r: r.lrange(self.k_log, lo, version - 1)
+            "bank", "refresh", lambda r: cast(list[bytes], r.lrange(self.k_log, lo, version - 1))
         )
         batches = self._decode_log(blobs, lo)
         self._bank = apply_batches(self._bank, batches)
@@ -314,7 +314,7 @@ class RedisBankStore(BankStore):
                 name: decode_blob(seed[name.encode()], f"{self.k_seed}.{name}")[0]
                 for name in ClassBank.ARRAYS
             }
-            bank = ClassBank(**arrays)
+            bank = ClassBank(**arrays)  # type: ignore[arg-type]
             bank.validate(self.k_seed)
         except (KeyError, ValueError, TypeError) as e:
             self.listener.store_error("bank", "decode")
@@ -347,13 +347,15 @@ class RedisBankStore(BankStore):
         def write(r: redis.Redis) -> bool:
             with r.pipeline(transaction=True) as pipe:
                 try:
-                    pipe.watch(self.k_seed_id)
+                    pipe.watch(  # type: ignore[no-untyped-call]
+                        self.k_seed_id
+                    )
                     if pipe.get(self.k_seed_id) is not None:
                         pipe.unwatch()
                         return False
                     pipe.multi()
                     pipe.delete(self.k_seed, self.k_log)
-                    pipe.hset(self.k_seed, mapping=mapping)
+                    pipe.hset(self.k_seed, mapping=cast(Mapping[Any, Any], mapping))
                     pipe.set(self.k_version, 0)
                     pipe.set(self.k_seed_id, token)
                     pipe.execute()
@@ -375,7 +377,9 @@ class RedisBankStore(BankStore):
             with r.pipeline(transaction=True) as pipe:
                 for _ in range(3):
                     try:
-                        pipe.watch(self.k_seed_id)
+                        pipe.watch(  # type: ignore[no-untyped-call]
+                            self.k_seed_id
+                        )
                         if pipe.get(self.k_seed_id) is None:
                             pipe.unwatch()
                             return None
@@ -439,14 +443,17 @@ class RedisIndexStore(IndexStore):
             with r.pipeline(transaction=True) as pipe:
                 for _ in range(3):
                     try:
-                        pipe.watch(kv)
+                        pipe.watch(  # type: ignore[no-untyped-call]
+                            kv
+                        )
                         old_raw = pipe.get(kv)
                         old: dict[str, list[int]] = json.loads(old_raw) if old_raw else {}
                         pipe.multi()
-                        for c, starts in old.items():
-                            if starts:
+                        for oc, old_starts in old.items():
+                            if old_starts:
                                 pipe.zrem(
-                                    self._class_key(c), *[segment_id(video_id, s) for s in starts]
+                                    self._class_key(oc),
+                                    *[segment_id(video_id, s) for s in old_starts],
                                 )
                         for c, m in members.items():
                             if m:
