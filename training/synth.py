@@ -327,7 +327,7 @@ class VideoTruth:
         """Frames of each whole segment that show class c: int64 [F // 5], values 0..5."""
         s = len(self.presence) // SEGMENT_FRAMES
         hits = self.presence[: s * SEGMENT_FRAMES] == c
-        return hits.reshape(s, SEGMENT_FRAMES).sum(axis=1).astype(np.int64)
+        return np.asarray(hits.reshape(s, SEGMENT_FRAMES).sum(axis=1), dtype=np.int64)
 
 
 def _unit(rng: np.random.Generator, n: int, dim: int) -> npt.NDArray[np.float64]:
@@ -959,8 +959,3 @@ def _metadata(
         ],
         "rated_classes": world.rated.tolist(),
     }
-
-
-def split_videos(world: World, split: str) -> list[Video]:
-    """All videos of a split in memory (small corpora and tests)."""
-    return list(generate_split(world, split))  # type: ignore[arg-type]

@@ -27,10 +27,11 @@ from training.synth import (
 
 # A mid-size corpus generated in memory (with its ground truth) for the statistical tests.
 STATS_CONFIG = SynthConfig(videos=600, classes=60, seed=3, max_frames=200)
+Corpus = tuple[World, dict[str, list[tuple[Video, VideoTruth]]]]
 
 
 @pytest.fixture(scope="module")
-def stats_corpus() -> tuple[World, dict[str, list[tuple[Video, VideoTruth]]]]:
+def stats_corpus() -> Corpus:
     world = build_world(STATS_CONFIG)
     splits = {s: list(generate_split(world, s, with_truth=True)) for s in SPLITS}
     return world, splits  # type: ignore[return-value]
@@ -48,7 +49,7 @@ def _segment_means(video: Video) -> np.ndarray:
     """Dequantized mean feature of every whole segment: float32 [S, 1152]."""
     x = video.features()
     s = video.num_segments
-    return x[: s * SEGMENT_FRAMES].reshape(s, SEGMENT_FRAMES, -1).mean(axis=1)
+    return np.asarray(x[: s * SEGMENT_FRAMES].reshape(s, SEGMENT_FRAMES, -1).mean(axis=1))
 
 
 def _cos(a: np.ndarray, b: np.ndarray) -> float:
@@ -149,7 +150,7 @@ def test_bad_knobs_are_named() -> None:
         run_synth(Path("unused"), videos=10, classes=5, shards=0, progress=False)
 
 
-def test_label_and_rating_statistics(stats_corpus: tuple[World, dict]) -> None:
+def test_label_and_rating_statistics(stats_corpus: Corpus) -> None:
     world, splits = stats_corpus
     train = [v for v, _ in splits["train"]]
     n_labels = np.array([len(v.labels) for v in train])
@@ -177,7 +178,7 @@ def test_label_and_rating_statistics(stats_corpus: tuple[World, dict]) -> None:
     assert len(world.rated) == 36  # 60% of the classes
 
 
-def test_values_are_quantized_and_not_saturated(stats_corpus: tuple[World, dict]) -> None:
+def test_values_are_quantized_and_not_saturated(stats_corpus: Corpus) -> None:
     _, splits = stats_corpus
     for v, _ in splits["test"][:20]:
         assert v.rgb.dtype == np.uint8 and v.audio.dtype == np.uint8
@@ -188,7 +189,7 @@ def test_values_are_quantized_and_not_saturated(stats_corpus: tuple[World, dict]
         assert 0.2 < float(x.std()) < 0.8
 
 
-def test_hierarchy_geometry(stats_corpus: tuple[World, dict]) -> None:
+def test_hierarchy_geometry(stats_corpus: Corpus) -> None:
     world, _ = stats_corpus
     protos = np.stack([world.prototype(c) for c in range(world.num_classes)])
     unit = protos / np.linalg.norm(protos, axis=1, keepdims=True)
@@ -203,7 +204,7 @@ def test_hierarchy_geometry(stats_corpus: tuple[World, dict]) -> None:
     assert all(len(world.siblings[c]) >= 1 for c in range(world.num_classes))
 
 
-def test_positive_segments_look_like_their_class(stats_corpus: tuple[World, dict]) -> None:
+def test_positive_segments_look_like_their_class(stats_corpus: Corpus) -> None:
     """Positive segments of c point toward c's prototype more than its rated negatives do."""
     world, splits = stats_corpus
     rated = splits["validate"] + splits["test"]
@@ -231,7 +232,7 @@ def test_positive_segments_look_like_their_class(stats_corpus: tuple[World, dict
         assert np.mean(np.array(gaps) > 0) >= 0.8 and np.mean(gaps) > 0.03
 
 
-def test_video_labels_are_not_segment_labels(stats_corpus: tuple[World, dict]) -> None:
+def test_video_labels_are_not_segment_labels(stats_corpus: Corpus) -> None:
     world, splits = stats_corpus
     truths = [t for s in SPLITS for _, t in splits[s]]
     videos = [v for s in SPLITS for v, _ in splits[s]]
@@ -259,7 +260,7 @@ def test_video_labels_are_not_segment_labels(stats_corpus: tuple[World, dict]) -
 
 
 def test_labelled_segments_of_other_videos_are_informative(
-    stats_corpus: tuple[World, dict],
+    stats_corpus: Corpus,
 ) -> None:
     """SIMpos - SIMneg against the validate ratings ranks the test ratings well above chance."""
     _, splits = stats_corpus
@@ -292,3 +293,55 @@ def test_labelled_segments_of_other_videos_are_informative(
         ap = float(np.sum(np.cumsum(hits) / np.arange(1, len(hits) + 1) * hits) / hits.sum())
         gains.append(ap - y.mean())
     assert len(gains) >= 20 and np.mean(gains) > 0.15
+
+
+def _ap(scores: np.ndarray, labels: np.ndarray) -> float:
+    """Average precision of one ranking (labels 0/1, at least one positive)."""
+    hits = labels[np.argsort(-scores, kind="stable")]
+    return float(np.sum(np.cumsum(hits) / np.arange(1, len(hits) + 1) * hits) / hits.sum())
+
+
+def test_video_level_is_learnable_from_noisy_labels(stats_corpus: Corpus) -> None:
+    """A ridge classifier on mean frames of train/ finds the videos showing c in validate/."""
+    world, splits = stats_corpus
+    x_train = np.stack([v.features().mean(axis=0) for v, _ in splits["train"]])
+    y_train = np.zeros((len(x_train), world.num_classes))
+    for i, (v, _) in enumerate(splits["train"]):
+        y_train[i, v.labels] = 1.0
+    mu, sd = x_train.mean(axis=0), x_train.std(axis=0)
+    z = (x_train - mu) / sd
+    w = np.linalg.solve(z.T @ z + 300.0 * np.eye(z.shape[1]), z.T @ (y_train - y_train.mean(0)))
+    val = splits["validate"]
+    scores = ((np.stack([v.features().mean(axis=0) for v, _ in val]) - mu) / sd) @ w
+    aps = []
+    for c in world.rated:
+        shown = np.array([c in t.classes for _, t in val], dtype=float)
+        aps.append(_ap(scores[:, c], shown))
+    print(f"video-level ridge AP {np.mean(aps):.3f}")
+    assert np.mean(aps) > 0.8
+
+
+def test_segment_level_is_real_but_not_trivial(stats_corpus: Corpus) -> None:
+    """Even knowing the true prototypes, the rated segments of a class are not perfectly ranked."""
+    world, splits = stats_corpus
+    rated = splits["validate"] + splits["test"]
+    centre = np.mean([v.features().mean(axis=0) for v, _ in rated], axis=0)
+    rows: dict[int, list[tuple[float, float]]] = {}
+    for v, _ in rated:
+        means = _segment_means(v) - centre
+        for c, start, score in zip(
+            v.segment_labels, v.segment_starts, v.segment_scores, strict=True
+        ):
+            p = world.prototype(int(c))
+            rows.setdefault(int(c), []).append((_cos(means[start // 5], p), float(score)))
+    aps, chance = [], []
+    for items in rows.values():
+        s, y = np.array([a for a, _ in items]), np.array([b for _, b in items])
+        if 0 < y.sum() < len(y):
+            aps.append(_ap(s, y))
+            chance.append(y.mean())
+    print(f"prototype-oracle AP {np.mean(aps):.3f}, chance {np.mean(chance):.3f}")
+    assert np.mean(chance) + 0.15 < np.mean(aps) < 0.97
+    # The main topic (the rated class) is shown on a real share of its video, never all of it.
+    shares = [np.mean(t.presence == t.rated[0]) for _, t in rated]
+    assert min(shares) >= 0.12 and max(shares) <= 0.85
