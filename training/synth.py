@@ -69,10 +69,10 @@ concepts over background.
 
 At the default size (``ccrl synth OUT``: 2000 videos, 100 classes, seed 0) that is 1200 / 500 /
 300 videos of 139 / 135 / 132 frames on average; 2.3 labels per video; train label counts from 9
-(rarest class) through 21 (median) to 111 (most frequent); 60 rated classes (ids 20..99) with 8-12
-validate and 5-7 test videos each, 32-52 validate and 19-31 test ratings per class, about 5
-ratings per rated video, 54% positive. ``synth.json`` records every knob, the hierarchy and
-these statistics for the corpus actually written.
+(rarest class) through 21 (median) to 111 (most frequent); 60 rated classes (drawn from ids
+20..99) with 8-12 validate and 5-7 test videos each, 32-52 validate and 19-31 test ratings per
+class, about 5 ratings per rated video, 54% positive. ``synth.json`` records every knob, the
+hierarchy and these statistics for the corpus actually written.
 
 Calibration (default corpus, measured, not enforced): the project's logistic candidate model
 trained on train/ reaches Recall@K = 0.997 on test/ at K = 15 = 1/20 of the videos, while its
@@ -649,19 +649,21 @@ def generate_video(
         world, world.audio, rng, frames, shot_of, run_of, audio_sig, strength, ctx_audio
     )
 
-    labels = _noisy_labels(world, rng, classes, rated_class)
-    rated_classes: list[int] = []
-    seg_labels: list[int] = []
-    seg_starts: list[int] = []
-    seg_scores: list[float] = []
+    plan: list[tuple[int, int]] = []  # (rated class, ratings wanted)
     if rated_class is not None:
-        truth_tmp = VideoTruth(classes, presence, decoys, np.zeros(0, dtype=np.int64))
         lo, hi = cfg.ratings_per_video
         n_total = int(rng.integers(lo, hi + 1))
         plan = [(rated_class, n_total)]
         others = np.intersect1d(classes[1:], world.rated)
         if len(others) and rng.random() < cfg.second_class_prob:
             plan = [(rated_class, max(2, n_total - 2)), (int(rng.choice(others)), 2)]
+    labels = _noisy_labels(world, rng, classes, {c for c, _ in plan})
+    rated_classes: list[int] = []
+    seg_labels: list[int] = []
+    seg_starts: list[int] = []
+    seg_scores: list[float] = []
+    if plan:
+        truth_tmp = VideoTruth(classes, presence, decoys, np.zeros(0, dtype=np.int64))
         for c, n in plan:
             starts, scores = _rate(world, rng, truth_tmp, int(c), n)
             if len(starts):
@@ -682,10 +684,13 @@ def generate_video(
     return video, truth
 
 
-def _noisy_labels(world: World, rng: np.random.Generator, classes: I64, keep: int | None) -> I64:
-    """Observed video labels: int64 [L], 1 <= L <= 5, sorted (some missing, some spurious)."""
+def _noisy_labels(world: World, rng: np.random.Generator, classes: I64, keep: set[int]) -> I64:
+    """Observed video labels: int64 [L], 1 <= L <= 5, sorted (some missing, some spurious).
+
+    The classes in ``keep`` (those the video is rated for) are never dropped.
+    """
     cfg = world.config
-    kept = [int(c) for c in classes if c == keep or rng.random() >= cfg.missing_label_prob]
+    kept = [int(c) for c in classes if c in keep or rng.random() >= cfg.missing_label_prob]
     if not kept:
         kept = [int(classes[0])]
     if len(kept) < 5 and rng.random() < cfg.spurious_label_prob:
@@ -912,6 +917,11 @@ def run_synth(
     write_segment_label_ids(out / "segment_label_ids.csv", world.rated)
     meta = _metadata(world, stats, gzip=gzip, shards=shards)
     (out / "synth.json").write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n")
+    if progress:
+        parts = ", ".join(
+            f"{s} {st.videos} videos / {st.ratings} ratings" for s, st in stats.items()
+        )
+        print(f"wrote {out}: {parts}; {cfg.classes} classes, {len(world.rated)} rated")
     return meta
 
 
