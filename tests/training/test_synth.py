@@ -163,6 +163,7 @@ def test_label_and_rating_statistics(stats_corpus: Corpus) -> None:
     assert 100 <= lengths.mean() <= 150 and lengths.min() >= 60 and lengths.max() <= 200
 
     rated = [v for s in ("validate", "test") for v, _ in splits[s]]
+    assert all(set(v.segment_labels.tolist()) <= set(v.labels.tolist()) for v in rated)
     per_video = np.array([len(v.segment_labels) for v in rated])
     assert 4.3 <= per_video.mean() <= 5.7
     scores = np.concatenate([v.segment_scores for v in rated])
