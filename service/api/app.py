@@ -19,7 +19,6 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from service import __version__
 from service.api.errors import BodyTooLarge, error_response, install_error_handlers
 from service.api.metrics import Metrics
 from service.api.routes import router
@@ -31,6 +30,16 @@ from service.stores.base import BankStore, IndexStore
 from service.stores.memory import MemoryBankStore, MemoryIndexStore
 
 log = logging.getLogger("ccrl.api")
+
+
+def _version() -> str:
+    """The installed package version (``ccrl``), or ``0+unknown`` when run from a bare tree."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("ccrl")
+    except PackageNotFoundError:
+        return "0+unknown"
 
 
 def bundle_namespace(bundle: Bundle) -> str:
@@ -192,7 +201,7 @@ def create_app(settings: Settings | None = None, *, runtime: Runtime | None = No
 
     app = FastAPI(
         title="ccrl",
-        version=__version__,
+        version=_version(),
         description="Temporal concept localization in video (Cross-Class Relevance Learning).",
         lifespan=lifespan,
     )

@@ -116,7 +116,15 @@ def service_bundle(service_corpus: Path, tmp_path_factory: pytest.TempPathFactor
     try:
         from training.pipeline import run_train
 
-        run_train(service_corpus, out, preset="small", seed=0)
+        run_train(  # one quick epoch: the service tests need real models, not good ones
+            service_corpus,
+            out,
+            preset="small",
+            seed=0,
+            candidate_epochs=1,
+            convnet_pretrain_epochs=0,
+            progress=False,
+        )
     except ImportError:  # the pipeline (or a module it needs) is not there yet
         shutil.rmtree(out, ignore_errors=True)
         return _build_fallback_bundle(service_corpus, out)
