@@ -237,3 +237,24 @@ def test_redis_index_down_raises_store_unavailable_fast(redis_server: Any) -> No
         put(index, "a", {1: [0.5]})
     fast = time.perf_counter() - t
     print(f"fail-fast write while down: {fast * 1000:.2f} ms")
+
+
+def test_a_replica_started_while_redis_is_down_serves_its_bundle_bank_then_seeds(
+    redis_server: Any,
+) -> None:
+    import time
+
+    rec = Recorder()
+    redis_server.stop()
+    store = RedisBankStore(
+        backend(redis_server.url, listener=rec), small_bank(), poll_interval=0, listener=rec
+    )
+    assert rec.degraded_states == [True]
+    assert len(store.snapshot()) == len(small_bank())
+    with pytest.raises(StoreUnavailable):
+        store.add(batch())
+    redis_server.start()
+    time.sleep(0.25)  # past the retry interval: the next snapshot reaches Redis and seeds it
+    store.snapshot()
+    assert rec.degraded_states == [True, False]
+    assert store.add(batch()).version == 1
