@@ -58,9 +58,9 @@ def test_ccrl_serve_with_two_workers_answers_from_outside(
     url = f"http://127.0.0.1:{port}"
     proc = subprocess.Popen(
         [*_ccrl(), "serve", "--bundle", str(service_bundle), "--port", str(port), "--workers", "2"],
-        env=_env(),
+        env=_env(CCRL_MAX_BODY_BYTES="3000000"),
         stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
     )
     try:
         _wait_ready(url, proc)
@@ -75,6 +75,9 @@ def test_ccrl_serve_with_two_workers_answers_from_outside(
         assert "gbm;dur=" in r.headers["server-timing"]
         bad = httpx.post(f"{url}/localize", content=b'{"rgb": [], "audio": []}', timeout=30)
         assert bad.status_code == 422 and "no frames" in bad.json()["detail"]
+        big = b'{"rgb": [' + b"0.5, " * 700_000 + b'0.5], "audio": []}'
+        r = httpx.post(f"{url}/localize", content=big, timeout=30)
+        assert r.status_code == 413 and "over the limit of 3000000" in r.json()["detail"]
         for _ in range(4):  # several requests: both workers answer some of them
             assert httpx.get(f"{url}/healthz", timeout=5).status_code == 200
         metrics = httpx.get(f"{url}/metrics", timeout=5).text
