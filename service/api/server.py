@@ -65,6 +65,12 @@ def run_server(
     if workers > 1:
         mp_dir = tempfile.mkdtemp(prefix="ccrl-prometheus-")
         os.environ["PROMETHEUS_MULTIPROC_DIR"] = mp_dir
+    if workers > 1 and not os.environ.get("REDIS_URL"):
+        print(
+            "warning: several workers without REDIS_URL: each worker keeps its own label bank "
+            "and corpus index (set REDIS_URL to share them)",
+            file=sys.stderr,
+        )
     print(f"serving {path} on http://{host}:{port} ({workers} worker(s))", file=sys.stderr)
     try:
         uvicorn.run(
