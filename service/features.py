@@ -154,7 +154,7 @@ class ClassBank:
         """
         e = unit_rows(embeddings)
         n = e.shape[0]
-        c = np.asarray(list(classes) if not hasattr(classes, "__len__") else classes, np.int64)
+        c = np.asarray(classes if hasattr(classes, "__len__") else list(classes), np.int64)  # type: ignore[arg-type]
         lab = (np.asarray(labels, dtype=np.float64) >= 0.5).astype(np.int8)
         vid = np.asarray(videos, dtype=np.str_) if n else np.zeros(0, dtype="<U1")
         st = np.asarray(starts, dtype=np.int64)
@@ -243,7 +243,7 @@ class ClassBank:
         if arrays["emb_video"].size == 0:
             arrays["emb_video"] = np.zeros(0, dtype="<U1")
         with path.open("wb") as fh:
-            np.savez(fh, **arrays)
+            np.savez(fh, **arrays)  # type: ignore[arg-type]
         return path
 
     @classmethod

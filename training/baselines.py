@@ -365,7 +365,7 @@ def pretrain_convnet(
 
     torch.manual_seed(seed)
     ds = VideoDataset(cache, model.num_classes)
-    sampler = LengthBucketSampler(ds.lengths, batch_size, seed=seed)
+    sampler = LengthBucketSampler(ds.lengths.tolist(), batch_size, seed=seed)
     opt = torch.optim.Adam(model.parameters(), lr=lr)
     rng = np.random.default_rng([seed, 23])
     losses = []
@@ -432,7 +432,7 @@ def export_baseline(model: Baseline, path: Path, *, check: bool = True) -> Path:
         torch.onnx.export(
             graph,
             (torch.randn(37, FEATURE_DIM),),
-            buf,
+            buf,  # type: ignore[arg-type]
             dynamo=False,
             opset_version=OPSET,
             input_names=["frames"],

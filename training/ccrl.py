@@ -287,7 +287,7 @@ class CcrlConfig:
 
     max_rounds: int = 300
     early_stopping: int = 30
-    nthread: int = 2
+    nthread: int = 1
     max_sim: bool = True
     grid: tuple[dict[str, float], ...] = (
         {"max_depth": 4, "eta": 0.1, "min_child_weight": 1.0},
@@ -409,8 +409,8 @@ def train_ccrl(
     final = xgb.train(params, _dmatrix(pairs.x, pairs.y), num_boost_round=rounds)
     holdout_scores = np.full(len(pairs), np.nan, np.float32)
     holdout_scores[hold] = pred
-    gain = final.get_score(importance_type="total_gain")
-    importance = {k: round(float(v), 3) for k, v in sorted(gain.items(), key=lambda kv: -kv[1])}
+    gain = {k: float(v) for k, v in final.get_score(importance_type="total_gain").items()}  # type: ignore[arg-type]
+    importance = {k: round(v, 3) for k, v in sorted(gain.items(), key=lambda kv: -kv[1])}
     return CcrlModel(
         final, params, rounds, search, holdout_scores, importance, time.perf_counter() - t0
     )

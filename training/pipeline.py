@@ -18,7 +18,7 @@ from __future__ import annotations
 import csv
 import json
 import logging
-import os
+import shutil
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -105,6 +105,30 @@ def read_rated_classes(data: Path, fallback: np.ndarray) -> list[int]:
     return sorted(out)
 
 
+def load_candidates(folder: Path) -> Any:
+    """A ``CandidateResult`` for a finished ``ccrl train-candidates`` output folder."""
+    from training.candidates import CandidateResult
+
+    report_json = folder / "report" / "candidates.json"
+    onnx_path = folder / "candidate.onnx"
+    for p in (report_json, onnx_path):
+        if not p.is_file():
+            raise FileNotFoundError(f"{p}: missing (is {folder} a train-candidates output?)")
+    rep = json.loads(report_json.read_text(encoding="utf-8"))
+    checkpoints = {p.parent.name: p for p in sorted((folder / "checkpoints").glob("*/last.pt"))}
+    report_paths = {p.suffix.lstrip("."): p for p in sorted((folder / "report").iterdir())}
+    return CandidateResult(
+        onnx_path=onnx_path,
+        onnx_paths={str(rep["chosen"]): onnx_path},
+        model=str(rep["chosen"]),
+        k=int(rep["k"]),
+        report=rep,
+        report_paths=report_paths,
+        checkpoints=checkpoints,
+        num_classes=int(rep["num_classes"]),
+    )
+
+
 def _ensemble_choice(
     pairs: Any,
     tokens: list[str],
@@ -148,6 +172,8 @@ def run_train(
     candidate_epochs: int | None = None,
     convnet_pretrain_epochs: int = 2,
     progress: bool = True,
+    keep_work: bool = False,
+    candidates: Path | Any | None = None,
 ) -> Path:
     """Train everything and write the bundle ``out``; returns the manifest path.
 
@@ -156,17 +182,21 @@ def run_train(
         out: the bundle folder (``models/NAME``); intermediate files go to ``out/../.NAME-work``.
         preset: candidate model size (``small`` or ``paper``).
         seed: random seed of every stage.
-        threads: torch / ONNX Runtime / XGBoost threads (default min(2, CPUs)).
+        threads: torch / ONNX Runtime threads (default 1: on a shared 2-core machine, 2 OpenMP
+            threads made LSTM training 2 to 10 times slower than 1 in our measurements).
         candidate_model: the generator (``lstm`` or ``ensemble``; the LSTM baseline needs an LSTM).
         candidate_epochs: override the preset's candidate epochs.
         convnet_pretrain_epochs: ConvNet epochs on the ``train/`` video labels.
+        keep_work: keep the intermediate folder (checkpoints, exported graphs) afterwards.
+        candidates: reuse a finished ``ccrl train-candidates`` folder (or a ``CandidateResult``)
+            instead of training the generator again.
     """
     import torch
 
     from service.tfrecord import read_videos
     from training import baselines as bl
     from training.bundle_writer import finalize_manifest, write_bundle
-    from training.candidates import model_from_checkpoint, train_candidates
+    from training.candidates import LstmModel, model_from_checkpoint, train_candidates
     from training.ccrl import (
         CandidateRunner,
         CcrlConfig,
@@ -185,28 +215,38 @@ def run_train(
             raise FileNotFoundError(f"{data}: no {split}/ folder (expected a `ccrl synth` layout)")
     if candidate_model not in ("lstm", "ensemble"):
         raise ValueError(f"candidate_model must be 'lstm' or 'ensemble', got {candidate_model!r}")
-    n_threads = threads or min(2, os.cpu_count() or 1)
+    n_threads = max(1, int(threads or 1))
     torch.set_num_threads(n_threads)
     work = out.parent / f".{out.name}-work"
     work.mkdir(parents=True, exist_ok=True)
     timer = StageTimer()
 
     with timer.stage("candidates (train/ video labels)"):
-        cand = train_candidates(
-            data,
-            work / "candidates",
-            model=candidate_model,
-            preset=preset,
-            epochs=candidate_epochs,
-            seed=seed,
-            progress=progress,
-            threads=n_threads,
-        )
+        if candidates is None:
+            cand = train_candidates(
+                data,
+                work / "candidates",
+                model=candidate_model,
+                preset=preset,
+                epochs=candidate_epochs,
+                seed=seed,
+                progress=progress,
+                threads=n_threads,
+            )
+        elif isinstance(candidates, (str, Path)):
+            cand = load_candidates(Path(candidates))
+            print(f"  reusing the candidate generator of {candidates}")
+        else:
+            cand = candidates
         num_classes = cand.num_classes
         lstm_ckpt = cand.checkpoints.get("lstm")
         if lstm_ckpt is None:
             raise RuntimeError("the candidate stage trained no LSTM (needed by the lstm baseline)")
         lstm = model_from_checkpoint(lstm_ckpt)
+        if not isinstance(lstm, LstmModel):
+            raise RuntimeError(
+                f"{lstm_ckpt}: expected an LSTM checkpoint, got {type(lstm).__name__}"
+            )
 
     with timer.stage("candidate outputs of validate/"):
         val_videos = list(read_videos([data / "validate"]))
@@ -223,7 +263,9 @@ def run_train(
             f"D={bank.dim}"
         )
 
-    ccrl_cfg = CcrlConfig(nthread=n_threads)
+    # one XGBoost thread: the rated pairs are few thousand rows, and OpenMP threads that spin on a
+    # busy 2-core machine made 2 threads 30x slower than 1 in our measurements
+    ccrl_cfg = CcrlConfig(nthread=1)
     with timer.stage("ccrl (xgboost on rated validate/ pairs)"):
         pairs = rated_pairs(outputs, bank, max_sim=ccrl_cfg.max_sim, progress=progress)
         _, holdout = split_by_video(len(outputs), 0.1, seed)
@@ -337,5 +379,7 @@ def run_train(
         print(f"  no {test_dir}: skipping the evaluation")
     metrics["train_seconds"] = {**timer.seconds, "total": timer.total}
     manifest = finalize_manifest(out, metrics=metrics)
+    if not keep_work:
+        shutil.rmtree(work, ignore_errors=True)
     print(f"bundle {out} written in {timer.total:.0f} s (manifest {manifest})")
     return manifest

@@ -102,7 +102,8 @@ class CorpusScores:
             if model not in self.scores:
                 raise KeyError(f"model {model!r} was not scored (have {sorted(self.scores)})")
             return self.scores[model][rows, r]
-        members = [str(m) for m in self.ensemble.get("members", [])]  # type: ignore[union-attr]
+        raw = self.ensemble.get("members", [])
+        members = [str(m) for m in raw] if isinstance(raw, list) else []
         parts = np.stack([self.scores[m][rows, r] for m in members])
         return combine(parts, str(self.ensemble.get("method", "mean")))
 
