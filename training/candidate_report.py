@@ -26,6 +26,7 @@ from service.yt8m import segment_id
 from training.metric import Ratings, RatingsLike, candidate_recall
 
 MAX_SHARE = 1.0 / 20.0
+TARGET_RECALL = 0.99
 REPORT_JSON = "candidates.json"
 REPORT_MD = "candidates.md"
 REPORT_PNG = "recall_at_k.png"
@@ -69,6 +70,20 @@ def segments_kept(
         order = np.argsort(-video_probs[:, cls], kind="stable")
         kept += np.cumsum(num_segments[order])
     return kept / max(len(classes), 1)
+
+
+def _target_k(
+    mean: Mapping[int, float], ks: Sequence[int], kept: npt.NDArray[np.float64], total: int
+) -> dict[str, Any]:
+    """The smallest K (of ``ks``) whose average recall reaches ``TARGET_RECALL``, and its cost."""
+    hit = next((k for k in ks if mean[k] >= TARGET_RECALL - 1e-12), None)
+    if hit is None:
+        return {"k_at_target": None, "video_share_at_target": None, "reduction_at_target": None}
+    return {
+        "k_at_target": int(hit),
+        "video_share_at_target": float(hit / len(kept)),
+        "reduction_at_target": float(total / max(kept[hit - 1], 1e-9)),
+    }
 
 
 def choose_k(num_videos: int, kept_share: npt.NDArray[np.float64] | None = None) -> int:
@@ -157,6 +172,7 @@ def build_report(
             "per_class_recall_at_k": {str(c): float(r) for c, r in rec.per_class(k).items()},
             "curve": {"k": list(ks), "average_recall": [rec.mean[x] for x in ks]},
             "table": {str(g): rec.mean[g] for g in grid},
+            **_target_k(rec.mean, ks, kept, total_segments),
             **dict((extra or {}).get(name, {})),
         }
     names = {str(int(c)): class_names[int(c)] for c in classes if class_names and c in class_names}
@@ -184,13 +200,13 @@ def format_table(report: Mapping[str, Any]) -> str:
         f"{report['total_segments']} segments, {report['num_classes_evaluated']} classes with "
         f"positives; K = {k} videos per class",
         f"{'model':<10} {'Recall@K':>9} {'min class':>9} {'<0.99':>6} {'kept/class':>10} "
-        f"{'reduction':>9}",
+        f"{'reduction':>9} {'K@0.99':>7}",
     ]
     for name, g in report["generators"].items():
         lines.append(
             f"{name:<10} {g['average_recall_at_k']:>9.4f} {g['min_class_recall_at_k']:>9.4f} "
             f"{g['classes_below_0.99']:>6d} {g['segments_kept_per_class']:>10.1f} "
-            f"{g['reduction_factor']:>8.1f}x"
+            f"{g['reduction_factor']:>8.1f}x {g['k_at_target'] or '-'!s:>7}"
         )
     return "\n".join(lines)
 
@@ -212,14 +228,15 @@ def format_markdown(report: Mapping[str, Any]) -> str:
         "positive segments inside those videos; reduction = all segments / segments kept.",
         "",
         "| model | Recall@K (avg) | min class | classes < 0.99 | segments kept / class "
-        "| reduction | train s | epochs |",
-        "|---|---|---|---|---|---|---|---|",
+        "| reduction | K for 0.99 (reduction) | train s | epochs |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for n, g in gens.items():
         out.append(
             f"| {n} | {g['average_recall_at_k']:.4f} | {g['min_class_recall_at_k']:.4f} | "
             f"{g['classes_below_0.99']} | {g['segments_kept_per_class']:.1f} | "
-            f"{g['reduction_factor']:.1f}x | {g.get('train_seconds', float('nan')):.0f} | "
+            f"{g['reduction_factor']:.1f}x | {_target_cell(g)} | "
+            f"{g.get('train_seconds', float('nan')):.0f} | "
             f"{g.get('epochs', '')} |"
         )
     out += ["", "## Average recall at several K", ""]
@@ -238,6 +255,12 @@ def format_markdown(report: Mapping[str, Any]) -> str:
     return "\n".join(out) + "\n"
 
 
+def _target_cell(g: Mapping[str, Any]) -> str:
+    if g.get("k_at_target") is None:
+        return "not reached"
+    return f"{g['k_at_target']} ({g['reduction_at_target']:.1f}x)"
+
+
 def plot_recall(report: Mapping[str, Any], path: Path) -> Path:
     """PNG of average recall against K for every generator, the chosen K marked."""
     import matplotlib
@@ -251,6 +274,7 @@ def plot_recall(report: Mapping[str, Any], path: Path) -> Path:
             ax.plot(g["curve"]["k"], g["curve"]["average_recall"], label=name, lw=1.6)
         k = report["k"]
         ax.axvline(k, color="grey", ls="--", lw=1, label=f"K = {k} (1/20 of videos)")
+        ax.axhline(TARGET_RECALL, color="tab:red", ls=":", lw=1, label=f"recall {TARGET_RECALL}")
         ax.set_xscale("log")
         ax.set_xlabel("K (videos kept per class)")
         ax.set_ylabel("average recall of positive segments")

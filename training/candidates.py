@@ -39,7 +39,7 @@ import numpy as np
 import numpy.typing as npt
 import torch
 from torch import Tensor, nn
-from torch.nn.utils.rnn import pack_padded_sequence
+from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 from tqdm.auto import tqdm
 
 from service.yt8m import FEATURE_DIM, SEGMENT_FRAMES, Video
@@ -66,6 +66,8 @@ class ModelConfig:
     num_classes: int
     hidden: int = 128
     bi_layers: int = 1
+    pool: str = "last"
+    proj: int = 0
     input_dropout: float = 0.2
     epochs: int = 6
     batch_size: int = 32
@@ -93,11 +95,25 @@ class ModelConfig:
 PRESETS: dict[str, dict[str, dict[str, Any]]] = {
     "small": {
         "lstm": {"hidden": 128, "bi_layers": 1, "epochs": 6, "lr": 2e-3, "batch_size": 32},
-        "logistic": {"epochs": 40, "lr": 5e-3, "batch_size": 64, "weight_decay": 1e-5},
+        "logistic": {
+            "epochs": 150,
+            "lr": 1e-2,
+            "batch_size": 4096,
+            "weight_decay": 0.5,
+            "input_dropout": 0.0,
+            "patience": 20,
+        },
     },
     "paper": {
         "lstm": {"hidden": 1024, "bi_layers": 2, "epochs": 10, "lr": 5e-4, "batch_size": 64},
-        "logistic": {"epochs": 60, "lr": 5e-3, "batch_size": 128, "weight_decay": 1e-5},
+        "logistic": {
+            "epochs": 300,
+            "lr": 1e-2,
+            "batch_size": 4096,
+            "weight_decay": 0.5,
+            "input_dropout": 0.0,
+            "patience": 30,
+        },
     },
 }
 
@@ -215,7 +231,10 @@ class LogisticModel(nn.Module):
 class LstmModel(nn.Module):
     """The paper's video LSTM: bidirectional LSTM layer(s), a unidirectional LSTM, linear + sigmoid.
 
-    The classifier reads the unidirectional LSTM's last hidden state. Embedding of a segment: the
+    The classifier reads the unidirectional LSTM's last hidden state (``pool="last"``, the paper)
+    or the mean of its hidden states over time (``pool="mean"``, which learns far faster from a
+    small corpus). ``proj > 0`` inserts a linear projection 1152 -> proj before the LSTMs (a
+    low-rank input layer: fewer parameters, about half the compute). Embedding of a segment: the
     mean of the unidirectional LSTM's hidden states over the segment's 5 frames, D = hidden.
     """
 
@@ -223,11 +242,15 @@ class LstmModel(nn.Module):
 
     def __init__(self, cfg: ModelConfig) -> None:
         super().__init__()
+        if cfg.pool not in ("last", "mean"):
+            raise ValueError(f"lstm pool must be 'last' or 'mean', got {cfg.pool!r}")
         self.cfg = cfg
         self.norm = Standardize()
         self.drop = nn.Dropout(cfg.input_dropout)
+        self.proj = nn.Linear(FEATURE_DIM, cfg.proj) if cfg.proj > 0 else nn.Identity()
+        width = cfg.proj if cfg.proj > 0 else FEATURE_DIM
         self.bi = nn.LSTM(
-            FEATURE_DIM, cfg.hidden, num_layers=cfg.bi_layers, batch_first=True, bidirectional=True
+            width, cfg.hidden, num_layers=cfg.bi_layers, batch_first=True, bidirectional=True
         )
         self.uni = nn.LSTM(2 * cfg.hidden, cfg.hidden, batch_first=True)
         self.head = nn.Linear(cfg.hidden, cfg.num_classes)
@@ -236,27 +259,32 @@ class LstmModel(nn.Module):
     def embedding_dim(self) -> int:
         return self.cfg.hidden
 
+    def _inputs(self, frames: Tensor) -> Tensor:
+        return self.proj(self.drop(self.norm(frames)))  # type: ignore[no-any-return]
+
     def encode(self, x: Tensor) -> tuple[Tensor, Tensor]:
-        """Unpadded frames [B, T, 1152] -> (hidden states [B, T, H], last hidden state [B, H])."""
-        x = self.drop(self.norm(x))
-        y, _ = self.bi(x)
+        """Unpadded frames [B, T, 1152] -> (hidden states [B, T, H], pooled state [B, H])."""
+        y, _ = self.bi(self._inputs(x))
         z, (h, _) = self.uni(y)
-        return z, h[-1]
+        return z, (z.mean(1) if self.cfg.pool == "mean" else h[-1])
 
     def forward(self, frames: Tensor, lengths: Tensor) -> Tensor:
         """Padded frames [B, T, 1152], lengths [B] -> logits [B, C] (packed: padding is inert)."""
-        x = self.drop(self.norm(frames))
+        lengths = lengths.cpu().clamp_min(1)
         packed = pack_padded_sequence(
-            x, lengths.cpu().clamp_min(1), batch_first=True, enforce_sorted=False
+            self._inputs(frames), lengths, batch_first=True, enforce_sorted=False
         )
         y, _ = self.bi(packed)
-        _, (h, _) = self.uni(y)
-        return self.head(h[-1])
+        z, (h, _) = self.uni(y)
+        if self.cfg.pool == "last":
+            return self.head(h[-1])
+        zp, _ = pad_packed_sequence(z, batch_first=True)  # [B, T', H], zeros past each length
+        return self.head(zp.sum(1) / lengths[:, None].to(zp.dtype))
 
     def forward_unpadded(self, frames: Tensor) -> tuple[Tensor, Tensor]:
         """Unpadded frames [B, T, 1152] -> (logits [B, C], mean hidden state [B, H])."""
-        z, last = self.encode(frames)
-        return self.head(last), z.mean(1)
+        z, pooled = self.encode(frames)
+        return self.head(pooled), z.mean(1)
 
     def graph_outputs(self, frames: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         """frames [F, 1152] -> video_probs [C], segment_probs [S, C], segment_embeddings [S, H]."""
@@ -521,7 +549,8 @@ def train_model(
         else:
             bad += 1
         stopped = bad >= cfg.patience
-        if progress:
+        quiet = pooled is not None and (epoch + 1) % 10 and not stopped and epoch + 1 < cfg.epochs
+        if progress and not quiet:
             tqdm.write(
                 f"{cfg.model} epoch {epoch + 1}: train loss {history[-1]['train_loss']:.4f}, "
                 f"val loss {val_loss:.4f}, {run_n / max(seconds, 1e-9):.1f} videos/s"

@@ -225,6 +225,8 @@ def test_report_on_a_hand_made_case(tmp_path: Path) -> None:
     assert rep["generators"]["bad"]["average_recall_at_k"] == 0.0
     assert rep["generators"]["good"]["reduction_factor"] == pytest.approx(20.0)
     assert rep["generators"]["good"]["per_class_recall_at_k"] == {"0": 1.0, "1": 1.0}
+    assert rep["generators"]["good"]["k_at_target"] == 2  # K = 1 misses v1 of class 0
+    assert rep["generators"]["bad"]["k_at_target"] == 40
     md = format_markdown(rep)
     assert "K = 2" in md and "| good | 1.0000" in md
     with pytest.raises(ValueError, match="shapes"):
