@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+import time
 from pathlib import Path
 
 DEMO_VIDEOS = 400
@@ -42,6 +43,21 @@ def write_example_request(data: Path, out: Path | None = None) -> Path:
     return out
 
 
+def _set_aside_if_unusable(bundle: Path) -> None:
+    """Move a demo bundle this runtime cannot serve (tampered, or built by an older version with
+    other pair features) to ``NAME.unusable-<time>`` so that it is rebuilt."""
+    from service.bundle import BundleError, load_bundle
+
+    if not (bundle / "manifest.json").is_file():
+        return
+    try:
+        load_bundle(bundle, verify=True)
+    except BundleError as e:
+        aside = bundle.with_name(f"{bundle.name}.unusable-{time.strftime('%Y%m%d%H%M%S')}")
+        print(f"[demo] {e}\n[demo] moving it to {aside} and rebuilding", file=sys.stderr)
+        bundle.rename(aside)
+
+
 def curl_example(host: str, port: int, request: Path) -> str:
     return (
         f"curl -s -X POST http://{host}:{port}/localize "
@@ -63,6 +79,7 @@ def run_demo(
 
         print(f"[demo] writing the demo corpus to {data} ({DEMO_VIDEOS} videos)", file=sys.stderr)
         run_synth(data, videos=DEMO_VIDEOS, classes=DEMO_CLASSES, seed=DEMO_SEED, progress=True)
+    _set_aside_if_unusable(bundle)
     if not (bundle / "manifest.json").is_file():
         from training.pipeline import run_train
 

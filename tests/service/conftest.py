@@ -1,9 +1,9 @@
-"""Fixtures of the service tests: one tiny real bundle per session, and app/runtime helpers.
+"""Fixtures of the service tests: tiny real bundles trained once per session, and helpers.
 
-The bundle comes from the real pipeline (``training.pipeline.run_train`` on the ``tiny_corpus``
-fixture) when both exist; until then it is built here from the same parts (a synthetic corpus, a
-logistic candidate model exported to ONNX, the bank and pair features of the rated segments, and a
-small XGBoost model), so the service tests always run on real models.
+``service_bundle`` comes from the real pipeline (``training.pipeline.run_train`` on the shared
+``tiny_corpus``). ``sim_bundle`` is built here from the same parts (a logistic candidate model
+exported to ONNX, the bank and pair features of the rated segments, a small XGBoost model): its
+segment embeddings are the mean frames, which the unseen-class test needs.
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def _build_fallback_bundle(corpus: Path, out: Path) -> Path:
+def _build_logistic_bundle(corpus: Path, out: Path) -> Path:
     """A tiny real bundle without the pipeline: logistic candidates (random head, mean-frame
     embeddings), the bank of the validate split's ratings, 40 rounds of XGBoost on their pairs."""
     import torch
@@ -95,39 +95,26 @@ def _build_fallback_bundle(corpus: Path, out: Path) -> Path:
 
 
 @pytest.fixture(scope="session")
-def service_corpus(
-    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
-) -> Path:
-    """The tiny synthetic corpus (the project's ``tiny_corpus`` fixture when it exists)."""
-    try:
-        return Path(request.getfixturevalue("tiny_corpus"))
-    except pytest.FixtureLookupError:
-        from training.synth import run_synth
-
-        out = tmp_path_factory.mktemp("svc-corpus")
-        run_synth(out, videos=120, classes=16, seed=3, shards=1, progress=False)
-        return out
+def service_corpus(tiny_corpus: Path) -> Path:
+    """The shared tiny synthetic corpus (read-only)."""
+    return Path(tiny_corpus)
 
 
 @pytest.fixture(scope="session")
 def service_bundle(service_corpus: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A tiny real bundle trained once per session (``run_train`` when the pipeline exists)."""
+    """A tiny real bundle trained once per session by the real pipeline (``run_train``)."""
     out = tmp_path_factory.mktemp("svc-models") / "tiny"
-    try:
-        from training.pipeline import run_train
+    from training.pipeline import run_train
 
-        run_train(  # one quick epoch: the service tests need real models, not good ones
-            service_corpus,
-            out,
-            preset="small",
-            seed=0,
-            candidate_epochs=1,
-            convnet_pretrain_epochs=0,
-            progress=False,
-        )
-    except ImportError:  # the pipeline (or a module it needs) is not there yet
-        shutil.rmtree(out, ignore_errors=True)
-        return _build_fallback_bundle(service_corpus, out)
+    run_train(  # one quick epoch: the service tests need real models, not good ones
+        service_corpus,
+        out,
+        preset="small",
+        seed=0,
+        candidate_epochs=1,
+        convnet_pretrain_epochs=0,
+        progress=False,
+    )
     return out
 
 
@@ -136,7 +123,7 @@ def sim_bundle(service_corpus: Path, tmp_path_factory: pytest.TempPathFactory) -
     """A second tiny bundle whose segment embeddings are the mean frames (logistic candidates):
     on the tiny corpus its GBM learns to lean on the similarity features, which the unseen-class
     test needs (the tiny LSTM bundle's embeddings are too weak after a few seconds of training)."""
-    return _build_fallback_bundle(service_corpus, tmp_path_factory.mktemp("svc-sim") / "sim")
+    return _build_logistic_bundle(service_corpus, tmp_path_factory.mktemp("svc-sim") / "sim")
 
 
 @pytest.fixture(scope="session")

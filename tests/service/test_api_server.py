@@ -158,3 +158,18 @@ def test_demo_reuses_an_existing_corpus_and_bundle(
     assert f"--data @{data / 'example-request.json'}" in printed
     body = json.loads((data / "example-request.json").read_text())
     assert body["rgb"]["dtype"] == "uint8" and body["video_id"]
+
+
+def test_demo_sets_an_unusable_bundle_aside(
+    service_bundle: Path, tmp_path: Path, capsys: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import training.demo as demo
+
+    bad = _tampered(service_bundle, tmp_path, "modified")
+    demo._set_aside_if_unusable(bad)
+    assert not bad.exists()
+    aside = [p for p in tmp_path.iterdir() if p.name.startswith(f"{bad.name}.unusable-")]
+    assert len(aside) == 1 and (aside[0] / "manifest.json").is_file()
+    assert "sha256 mismatch" in capsys.readouterr().err
+    demo._set_aside_if_unusable(service_bundle)  # a good bundle stays where it is
+    assert (service_bundle / "manifest.json").is_file()
