@@ -12,7 +12,7 @@ DEMO_BUNDLE ?= models/demo
 HOST ?= 127.0.0.1
 PORT ?= 8000
 
-.PHONY: venv serve demo test lint bench redis clean
+.PHONY: venv serve test test-deps lint bench clean
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -32,11 +32,13 @@ venv: $(STAMP)
 serve: $(STAMP)
 	$(BIN)/ccrl demo --data $(DEMO_DATA) --bundle $(DEMO_BUNDLE) --host $(HOST) --port $(PORT)
 
-redis:
-	@bash scripts/ensure-redis.sh
+# Redis (started when not running) and promtool, installed with apt-get when missing.
+test-deps:
+	@bash scripts/ensure-test-deps.sh
 
-test: $(STAMP) redis
-	$(BIN)/python -m pytest
+# CCRL_REQUIRE_PROMTOOL: the suite fails, rather than skips, the promtool checks when it is missing.
+test: $(STAMP) test-deps
+	CCRL_REQUIRE_PROMTOOL=1 $(BIN)/python -m pytest
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

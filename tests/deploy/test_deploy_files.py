@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import inspect
 import json
+import os
 import re
 import shutil
 import subprocess
@@ -298,11 +299,13 @@ def test_alert_rules_cover_the_required_conditions() -> None:
 PROMTOOL = shutil.which("promtool")
 
 
+# `make test` installs promtool and sets CCRL_REQUIRE_PROMTOOL, so there a missing promtool fails.
 @pytest.mark.skipif(
-    PROMTOOL is None, reason="promtool not installed (Debian: apt-get install prometheus)"
+    PROMTOOL is None and not os.environ.get("CCRL_REQUIRE_PROMTOOL"),
+    reason="promtool not installed (Debian: apt-get install prometheus)",
 )
 def test_promtool_accepts_config_and_rules_and_alert_unit_tests_pass() -> None:
-    assert PROMTOOL is not None
+    assert PROMTOOL is not None, "promtool is required here: apt-get install prometheus"
     for args in (
         ["check", "config", "prometheus.yml"],
         ["check", "rules", "alerts.yml"],
