@@ -35,6 +35,7 @@ FEATURE_NAMES: tuple[str, ...] = (
     "seg_prob",  # segment_probs[s, c]
     "seg_prob_prev",  # segment_probs[s - 1, c] (NaN for the first segment)
     "seg_prob_next",  # segment_probs[s + 1, c] (NaN for the last segment)
+    "seg_prob_smooth",  # mean of segment_probs[s - 1 .. s + 1, c] (the neighbours that exist)
     "seg_prob_rank",  # rank of s among the video's segments for c, in [0, 1] (0 = best)
     "seg_prob_video_max",  # max over the video's segments of segment_probs[:, c]
     "seg_prob_video_mean",  # mean over the video's segments of segment_probs[:, c]
@@ -48,10 +49,14 @@ FEATURE_NAMES: tuple[str, ...] = (
     "sim_neg_sum",  # the same for the negatives of c
     "sim_neg_mean",
     "sim_mean_diff",  # sim_pos_mean - sim_neg_mean
+    "sim_mean_diff_prev",  # sim_mean_diff of segment s - 1 (NaN for the first segment)
+    "sim_mean_diff_next",  # sim_mean_diff of segment s + 1 (NaN for the last segment)
     "sim_pos_max",  # max cosine to a positive of c from another video (NaN when off / none)
     "sim_neg_max",
+    "sim_max_diff",  # sim_pos_max - sim_neg_max
     "pos_count",  # positives of c in the bank, other videos only
     "neg_count",
+    "class_pos_rate",  # pos_count / (pos_count + neg_count) (NaN when the class has no entry)
 )
 """Column order of the pair matrix; the manifest stores it and the service checks it."""
 
@@ -350,7 +355,7 @@ def build_pair_features(
         bank: the labelled-embedding bank (C classes, D dims).
         video_id: the video's id; the bank's entries of this video are excluded (u != v).
         max_sim: compute the max-cosine features (a scan of the bank entries of the K classes);
-            when False those two columns are NaN.
+            when False the three max-cosine columns are NaN.
 
     Returns:
         :class:`PairMatrix` with ``S * K`` rows, class-major.
@@ -385,6 +390,9 @@ def build_pair_features(
     nxt[:, :-1] = p[:, 1:]
     put("seg_prob_prev", prev)
     put("seg_prob_next", nxt)
+    with np.errstate(invalid="ignore"):
+        stacked = np.stack([prev, p, nxt])
+        put("seg_prob_smooth", np.nansum(stacked, axis=0) / (~np.isnan(stacked)).sum(axis=0))
     # rank of s among the video's segments for class c: 0 = best, normalized by S - 1
     order = np.argsort(-p, axis=1, kind="stable")
     rank = np.empty_like(order)
@@ -438,16 +446,25 @@ def _similarity_features(
     x[:, :, _COL["sim_neg_sum"]] = sim_neg
     x[:, :, _COL["sim_pos_mean"]] = pos_mean
     x[:, :, _COL["sim_neg_mean"]] = neg_mean
-    x[:, :, _COL["sim_mean_diff"]] = pos_mean - neg_mean
+    diff = pos_mean - neg_mean  # [K, S]
+    x[:, :, _COL["sim_mean_diff"]] = diff
+    x[:, :, _COL["sim_mean_diff_prev"]] = np.nan
+    x[:, 1:, _COL["sim_mean_diff_prev"]] = diff[:, :-1]
+    x[:, :, _COL["sim_mean_diff_next"]] = np.nan
+    x[:, :-1, _COL["sim_mean_diff_next"]] = diff[:, 1:]
     x[:, :, _COL["pos_count"]] = pos_n[:, None]
     x[:, :, _COL["neg_count"]] = neg_n[:, None]
+    total = pos_n + neg_n
+    with np.errstate(invalid="ignore", divide="ignore"):
+        x[:, :, _COL["class_pos_rate"]] = np.where(total > 0, pos_n / total, np.nan)[:, None]
     if max_sim:
         pmax, nmax = _max_similarity(u, cls, bank, video_id)
         x[:, :, _COL["sim_pos_max"]] = pmax
         x[:, :, _COL["sim_neg_max"]] = nmax
+        x[:, :, _COL["sim_max_diff"]] = pmax - nmax
     else:
-        x[:, :, _COL["sim_pos_max"]] = np.nan
-        x[:, :, _COL["sim_neg_max"]] = np.nan
+        for name in ("sim_pos_max", "sim_neg_max", "sim_max_diff"):
+            x[:, :, _COL[name]] = np.nan
 
 
 def _max_similarity(u: F32, cls: I64, bank: ClassBank, video_id: str | None) -> tuple[F32, F32]:

@@ -1,15 +1,17 @@
 """``ccrl train DATA --out models/NAME``: the whole pipeline, stage by stage, with timings.
 
-1. candidates: the video-level LSTM generator on ``train/`` video labels (``training.candidates``),
-   exported as ``candidate.onnx`` with its Recall@K report;
-2. candidate outputs of every ``validate/`` video (ONNX Runtime, the graph the service runs);
-3. the bank: the labelled ``validate/`` segment embeddings;
-4. CCRL: the XGBoost pairwise model on the rated pairs of ``validate/`` (leakage-free features,
-   90/10 split by video for early stopping and the grid, refit on all);
-5. baselines: the LSTM segment classifier (from the candidate LSTM) and the ConvNet, fine-tuned on
+1. candidates: the video-level generators (logistic and LSTM, and their average) on ``train/``
+   video labels (``training.candidates``), exported to ONNX with their Recall@K report;
+2. for every trained generator (logistic, lstm, their ensemble): its outputs on ``validate/``
+   (ONNX Runtime, the graph the service runs), the bank of the labelled ``validate/`` segment
+   embeddings, and CCRL: the XGBoost pairwise model on the rated pairs of ``validate/``
+   (leakage-free features, 90/10 split by video for early stopping and the grid, refit on all);
+   the bundle keeps the generator whose CCRL is best on the 10% holdout (its graph, its bank);
+3. baselines: the LSTM segment classifier (from the candidate LSTM) and the ConvNet, fine-tuned on
    the same rated segments with the same split, exported to ONNX;
-6. the ensemble: mean of probabilities or mean of ranks of CCRL + baselines, chosen on the holdout;
-7. the bundle (``training.bundle_writer``), then the evaluation on ``test/`` (``training.report``)
+4. the ensemble: a weighted mean of probabilities or of ranks of CCRL and the baselines (method and
+   CCRL weight chosen on the holdout; the baselines share the rest equally);
+5. the bundle (``training.bundle_writer``), then the evaluation on ``test/`` (``training.report``)
    written into ``BUNDLE/report/`` and the manifest's metrics (sha256 recomputed after the report).
 """
 
@@ -117,9 +119,11 @@ def load_candidates(folder: Path) -> Any:
     rep = json.loads(report_json.read_text(encoding="utf-8"))
     checkpoints = {p.parent.name: p for p in sorted((folder / "checkpoints").glob("*/last.pt"))}
     report_paths = {p.suffix.lstrip("."): p for p in sorted((folder / "report").iterdir())}
+    subs = {n: folder / n / "candidate.onnx" for n in ("logistic", "lstm", "ensemble")}
+    onnx_paths = {n: p for n, p in subs.items() if p.is_file()} or {str(rep["chosen"]): onnx_path}
     return CandidateResult(
         onnx_path=onnx_path,
-        onnx_paths={str(rep["chosen"]): onnx_path},
+        onnx_paths=onnx_paths,
         model=str(rep["chosen"]),
         k=int(rep["k"]),
         report=rep,
@@ -129,13 +133,18 @@ def load_candidates(folder: Path) -> Any:
     )
 
 
+ENSEMBLE_CCRL_WEIGHTS = (1 / 3, 0.5, 0.6, 0.7, 0.8, 0.9)
+"""CCRL weights tried for the ensemble (1/3 = the plain average of three members)."""
+
+
 def _ensemble_choice(
     pairs: Any,
     tokens: list[str],
     hold: np.ndarray,
     member_scores: dict[str, np.ndarray],
 ) -> dict[str, Any]:
-    """Pick ``mean`` or ``rank`` averaging on the holdout pairs (mAP of the rated holdout pairs)."""
+    """Pick the averaging (``mean`` of probabilities or ``rank``) and CCRL's weight on the holdout
+    pairs (mAP of the rated holdout pairs); the other members share the remaining weight."""
     from training.ccrl import pairs_map
     from training.submit import combine
 
@@ -145,19 +154,23 @@ def _ensemble_choice(
     y = pairs.y[sel]
     members = sorted(member_scores)
     single = {m: pairs_map(member_scores[m][sel], cls, toks, y) for m in members}
-    result: dict[str, Any] = {"members": members, "holdout_map": single}
-    best_method, best = "mean", -1.0
+    result: dict[str, Any] = {"members": members, "holdout_map": single, "tried": []}
+    best_key: tuple[float, float] = (-1.0, 0.0)
+    n_other = max(len(members) - 1, 1)
     for method in ("mean", "rank"):
-        combined = np.zeros(len(sel), np.float32)
-        for c in np.unique(cls).tolist():
-            idx = np.flatnonzero(cls == c)
-            parts = np.stack([member_scores[m][sel][idx] for m in members])
-            combined[idx] = combine(parts, method)
-        m = pairs_map(combined, cls, toks, y)
-        result["holdout_map"][f"ensemble_{method}"] = m
-        if m > best + 1e-12:
-            best_method, best = method, m
-    result["method"] = best_method
+        for w in ENSEMBLE_CCRL_WEIGHTS if "ccrl" in members else (1 / len(members),):
+            weights = [w if m == "ccrl" else (1 - w) / n_other for m in members]
+            combined = np.zeros(len(sel), np.float32)
+            for c in np.unique(cls).tolist():
+                idx = np.flatnonzero(cls == c)
+                parts = np.stack([member_scores[m][sel][idx] for m in members])
+                combined[idx] = combine(parts, method, weights)
+            m = pairs_map(combined, cls, toks, y)
+            result["tried"].append({"method": method, "ccrl_weight": round(w, 4), "map": m})
+            key = (m, -abs(w - 1 / 3))  # ties: the plainer average
+            if key > best_key:
+                best_key = key
+                result.update(method=method, weights=[round(x, 6) for x in weights], map=m)
     return result
 
 
@@ -168,7 +181,7 @@ def run_train(
     preset: str = "small",
     seed: int = 0,
     threads: int | None = None,
-    candidate_model: str = "lstm",
+    candidate_model: str = "ensemble",
     candidate_epochs: int | None = None,
     convnet_pretrain_epochs: int = 2,
     progress: bool = True,
@@ -184,7 +197,8 @@ def run_train(
         seed: random seed of every stage.
         threads: torch / ONNX Runtime threads (default 1: on a shared 2-core machine, 2 OpenMP
             threads made LSTM training 2 to 10 times slower than 1 in our measurements).
-        candidate_model: the generator (``lstm`` or ``ensemble``; the LSTM baseline needs an LSTM).
+        candidate_model: ``ensemble`` (default: trains the logistic and LSTM generators and
+            keeps the best for CCRL, see above) or ``lstm`` (the LSTM baseline needs an LSTM).
         candidate_epochs: override the preset's candidate epochs.
         convnet_pretrain_epochs: ConvNet epochs on the ``train/`` video labels.
         keep_work: keep the intermediate folder (checkpoints, exported graphs) afterwards.
@@ -248,32 +262,48 @@ def run_train(
                 f"{lstm_ckpt}: expected an LSTM checkpoint, got {type(lstm).__name__}"
             )
 
-    with timer.stage("candidate outputs of validate/"):
+    with timer.stage("read validate/"):
         val_videos = list(read_videos([data / "validate"]))
-        runner = CandidateRunner(cand.onnx_path, threads=n_threads)
-        outputs = runner.run_all(val_videos, desc="validate", progress=progress)
-        rated_videos = [i for i, o in enumerate(outputs) if len(o.rated_class)]
-        if len(rated_videos) < 2:
+        rated_videos = sum(1 for v in val_videos if len(v.segment_labels))
+        if rated_videos < 2:
             raise ValueError(f"{data / 'validate'}: needs at least 2 rated videos")
-
-    with timer.stage("bank"):
-        bank = build_bank(outputs, num_classes)
-        print(
-            f"  bank: {len(bank)} labelled segments ({int(bank.pos_count.sum())} positive), "
-            f"D={bank.dim}"
-        )
+        _, holdout = split_by_video(len(val_videos), 0.1, seed)
+        n_val = len(val_videos)
 
     # one XGBoost thread: the rated pairs are few thousand rows, and OpenMP threads that spin on a
     # busy 2-core machine made 2 threads 30x slower than 1 in our measurements
     ccrl_cfg = CcrlConfig(nthread=1)
-    with timer.stage("ccrl (xgboost on rated validate/ pairs)"):
-        pairs = rated_pairs(outputs, bank, max_sim=ccrl_cfg.max_sim, progress=progress)
-        _, holdout = split_by_video(len(outputs), 0.1, seed)
-        tokens = [
-            f"{outputs[v].id}:{s * 5}" for v, s in zip(pairs.video, pairs.segment, strict=True)
-        ]
-        ccrl = train_ccrl(pairs, holdout, tokens, ccrl_cfg, seed=seed, progress=progress)
-        print(f"  ccrl: {len(pairs)} pairs, {ccrl.rounds} rounds, params {ccrl.params}")
+    generators = dict(cand.onnx_paths) or {cand.model: cand.onnx_path}
+    fits: dict[str, dict[str, Any]] = {}
+    for gname, gpath in generators.items():
+        with timer.stage(f"ccrl on the {gname} generator (bank, rated validate/ pairs, xgboost)"):
+            runner = CandidateRunner(gpath, threads=n_threads)
+            outs = runner.run_all(val_videos, desc=f"validate ({gname})", progress=progress)
+            g_bank = build_bank(outs, num_classes)
+            g_pairs = rated_pairs(outs, g_bank, max_sim=ccrl_cfg.max_sim, progress=progress)
+            g_tokens = [
+                f"{outs[v].id}:{s * 5}" for v, s in zip(g_pairs.video, g_pairs.segment, strict=True)
+            ]
+            g_ccrl = train_ccrl(g_pairs, holdout, g_tokens, ccrl_cfg, seed=seed, progress=progress)
+            best = max(r["holdout_map"] for r in g_ccrl.search)
+            fits[gname] = {
+                "path": gpath,
+                "bank": g_bank,
+                "pairs": g_pairs,
+                "tokens": g_tokens,
+                "ccrl": g_ccrl,
+                "holdout_map": best,
+            }
+            print(
+                f"  {gname}: bank {len(g_bank)} segments ({int(g_bank.pos_count.sum())} "
+                f"positive), D={g_bank.dim}; {len(g_pairs)} pairs, {g_ccrl.rounds} rounds, "
+                f"holdout mAP {best:.4f}"
+            )
+    # the generator of the bundle: the best CCRL on the validate holdout (ties: the report's choice)
+    chosen = max(fits, key=lambda g: (fits[g]["holdout_map"], g == cand.model))
+    fit = fits[chosen]
+    bank, pairs, tokens, ccrl = fit["bank"], fit["pairs"], fit["tokens"], fit["ccrl"]
+    print(f"  generator for the bundle: {chosen} (candidate report chose {cand.model})")
 
     ft_cfg = bl.FinetuneConfig()
     with timer.stage("baseline lstm (fine-tune the candidate LSTM)"):
@@ -318,7 +348,10 @@ def run_train(
         ensemble = _ensemble_choice(pairs, tokens, hold_pairs, members)
         rounded = {k: round(v, 4) for k, v in ensemble["holdout_map"].items()}
         print(f"  holdout mAP: {json.dumps(rounded)}")
-        print(f"  ensemble: {ensemble['method']} of {ensemble['members']}")
+        print(
+            f"  ensemble: {ensemble['method']} of {ensemble['members']} with weights "
+            f"{ensemble['weights']} (holdout mAP {ensemble['map']:.4f})"
+        )
 
     with timer.stage("bundle"):
         rated = read_rated_classes(data, pairs.class_ids)
@@ -327,16 +360,22 @@ def run_train(
             "preset": preset,
             "seed": seed,
             "threads": n_threads,
-            "candidate_model": cand.model,
+            "candidate_model": chosen,
+            "candidate_report_choice": cand.model,
+            "generators_holdout_map": {g: f["holdout_map"] for g, f in fits.items()},
             "cg_top_k": cand.k,
             "cg_rule": "K = largest K with K / num_videos <= 1/20 (per ranked corpus)",
-            "ensemble": {"members": ensemble["members"], "method": ensemble["method"]},
+            "ensemble": {
+                "members": ensemble["members"],
+                "method": ensemble["method"],
+                "weights": ensemble["weights"],
+            },
             "ccrl": config_dict(ccrl_cfg),
             "finetune": asdict(ft_cfg),
             "convnet_pretrain_epochs": convnet_pretrain_epochs,
             "holdout": {"fraction": 0.1, "videos": int(holdout.sum())},
             "training": {
-                "validate_videos": len(outputs),
+                "validate_videos": n_val,
                 "rated_pairs": len(pairs),
                 "positives": int(pairs.y.sum()),
                 "ccrl": ccrl.info(),
@@ -349,12 +388,12 @@ def run_train(
         write_bundle(
             out,
             name=out.name,
-            candidate_onnx=cand.onnx_path,
+            candidate_onnx=fit["path"],
             candidate_meta={
                 "input": "frames",
                 "num_classes": num_classes,
                 "embedding_dim": bank.dim,
-                "model": cand.model,
+                "model": chosen,
                 "preset": preset,
             },
             booster=ccrl.booster,

@@ -14,6 +14,7 @@ rewritten (:func:`training.bundle_writer.finalize_manifest`).
 from __future__ import annotations
 
 import json
+import re
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -24,6 +25,11 @@ import numpy as np
 from service.bundle import Bundle, load_bundle
 
 MODEL_ORDER = ("convnet", "lstm", "ccrl", "ensemble")
+
+
+def _natural(key: str) -> list[Any]:
+    """Sort key that orders "cluster 2" before "cluster 10"."""
+    return [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", key)]
 
 
 def _models(names: Sequence[str]) -> list[str]:
@@ -214,8 +220,9 @@ def format_markdown(rep: Mapping[str, Any]) -> str:
         "|---|---|---|",
         *[f"| {m} | {v['no_cg']:.4f} | {v['cg']:.4f} |" for m, v in t2.items()],
         "",
-        f"Ensemble: {rep['ensemble'].get('method', '?')} of {rep['ensemble'].get('members', [])} "
-        "(chosen on the validate 10% holdout).",
+        f"Ensemble: weighted {rep['ensemble'].get('method', '?')} of "
+        f"{rep['ensemble'].get('members', [])} with weights {rep['ensemble'].get('weights')} "
+        "(averaging and CCRL weight chosen on the validate 10% holdout).",
         "",
         "Checks:",
         "",
@@ -226,7 +233,7 @@ def format_markdown(rep: Mapping[str, Any]) -> str:
         "| Group | Classes | " + " | ".join(rep["per_class_ap"]) + " |",
         "|---|---|" + "---|" * len(rep["per_class_ap"]),
     ]
-    for g, info in sorted(rep["groups"]["by_group"].items()):
+    for g, info in sorted(rep["groups"]["by_group"].items(), key=lambda kv: _natural(kv[0])):
         vals = " | ".join(f"{info['mean_ap'][m]:.3f}" for m in rep["per_class_ap"])
         lines.append(f"| {g} | {len(info['classes'])} | {vals} |")
     rf = rep["rare_vs_frequent"]
@@ -273,7 +280,7 @@ def plot_report(rep: Mapping[str, Any], out: Path) -> list[Path]:
     plt.close(fig)
 
     pcs = rep["per_class_ap"]
-    groups = sorted(rep["groups"]["by_group"].items())
+    groups = sorted(rep["groups"]["by_group"].items(), key=lambda kv: _natural(kv[0]))
     shown = [m for m in ("ccrl", "lstm") if m in pcs]
     order = [(g, c) for g, info in groups for c in info["classes"]]
     fig, ax = plt.subplots(figsize=(max(6, 0.18 * len(order) + 2), 4))

@@ -105,7 +105,9 @@ class CorpusScores:
         raw = self.ensemble.get("members", [])
         members = [str(m) for m in raw] if isinstance(raw, list) else []
         parts = np.stack([self.scores[m][rows, r] for m in members])
-        return combine(parts, str(self.ensemble.get("method", "mean")))
+        w = self.ensemble.get("weights")
+        weights = [float(x) for x in w] if isinstance(w, list) else None
+        return combine(parts, str(self.ensemble.get("method", "mean")), weights)
 
     def ranked(self, model: str, cg: bool, top: int = 100_000) -> dict[int, list[str]]:
         """Class id -> ranked segment ids (best first, at most ``top``); stable on ties."""
@@ -124,20 +126,25 @@ class CorpusScores:
         return out
 
 
-def combine(parts: F32, method: str) -> F32:
-    """Combine member scores [M, L] of one list into [L]: ``mean`` of probabilities, or ``rank``:
-    the mean of each member's normalized rank within the list (1 = best, 0 = worst)."""
+def combine(parts: F32, method: str, weights: Sequence[float] | None = None) -> F32:
+    """Combine member scores [M, L] of one list into [L]: the weighted mean (``weights`` [M],
+    default equal) of the probabilities (``mean``) or of each member's normalized rank within the
+    list (``rank``: 1 = best, 0 = worst)."""
+    m = parts.shape[0]
+    w = np.full(m, 1.0 / m) if weights is None else np.asarray(weights, np.float64)
+    if w.shape != (m,) or not np.isclose(w.sum(), 1.0) or (w < 0).any():
+        raise ValueError(f"ensemble weights must be {m} non-negative numbers summing to 1, got {w}")
     if parts.shape[1] == 0:
         return np.zeros(0, np.float32)
     if method == "mean":
-        return parts.mean(axis=0).astype(np.float32)
+        return (w @ parts.astype(np.float64)).astype(np.float32)
     if method == "rank":
         n = parts.shape[1]
         ranks = np.empty_like(parts, dtype=np.float64)
         for i, p in enumerate(parts):
             order = np.argsort(p, kind="stable")  # ascending: the best gets the highest rank
             ranks[i, order] = np.arange(n) / max(n - 1, 1)
-        return ranks.mean(axis=0).astype(np.float32)
+        return (w @ ranks).astype(np.float32)
     raise ValueError(f"unknown ensemble method {method!r} (expected 'mean' or 'rank')")
 
 

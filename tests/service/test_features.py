@@ -76,6 +76,13 @@ def test_names_shapes_and_row_order() -> None:
     assert x[0, int(np.argmin(sp[:, 3])), COL["seg_prob_rank"]] == 1.0
     assert x[0, 0, COL["video_class_rank"]] == float((vp > vp[3]).sum())
     assert x[0, 4, COL["seg_class_rank"]] == float((sp[4] > sp[4, 3]).sum())
+    np.testing.assert_allclose(x[0, 0, COL["seg_prob_smooth"]], sp[:2, 3].mean(), rtol=1e-6)
+    np.testing.assert_allclose(x[0, 4, COL["seg_prob_smooth"]], sp[3:6, 3].mean(), rtol=1e-6)
+    diff = x[:, :, COL["sim_mean_diff"]]
+    np.testing.assert_array_equal(x[:, 1:, COL["sim_mean_diff_prev"]], diff[:, :-1])
+    np.testing.assert_array_equal(x[:, :-1, COL["sim_mean_diff_next"]], diff[:, 1:])
+    pos, neg = x[:, 0, COL["pos_count"]], x[:, 0, COL["neg_count"]]
+    np.testing.assert_allclose(x[:, 0, COL["class_pos_rate"]], pos / (pos + neg), rtol=1e-6)
 
 
 def test_sim_features_equal_brute_force_with_own_video_excluded() -> None:
@@ -161,7 +168,7 @@ def test_max_sim_off_gives_nan_and_same_other_columns() -> None:
     vp, sp, se = _video(rng)
     on = build_pair_features(vp, sp, se, np.arange(C), bank, "v1").x
     off = build_pair_features(vp, sp, se, np.arange(C), bank, "v1", max_sim=False).x
-    maxcols = [COL["sim_pos_max"], COL["sim_neg_max"]]
+    maxcols = [COL["sim_pos_max"], COL["sim_neg_max"], COL["sim_max_diff"]]
     assert np.isnan(off[:, maxcols]).all()
     rest = [i for i in range(len(FEATURE_NAMES)) if i not in maxcols]
     np.testing.assert_array_equal(on[:, rest], off[:, rest])

@@ -215,5 +215,8 @@ def test_combine_mean_and_rank() -> None:
     parts = np.array([[0.9, 0.1, 0.5], [0.2, 0.3, 0.4]], np.float32)
     np.testing.assert_allclose(combine(parts, "mean"), [0.55, 0.2, 0.45])
     np.testing.assert_allclose(combine(parts, "rank"), [0.5, 0.25, 0.75])
+    np.testing.assert_allclose(combine(parts, "mean", [0.75, 0.25]), [0.725, 0.15, 0.475])
+    with pytest.raises(ValueError, match="summing to 1"):
+        combine(parts, "mean", [0.5, 0.6])
     with pytest.raises(ValueError, match="unknown ensemble method"):
         combine(parts, "max")
