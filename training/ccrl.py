@@ -108,10 +108,19 @@ class CandidateRunner:
     def __init__(self, onnx_path: str | Path, *, threads: int = 1) -> None:
         self.path = Path(onnx_path)
         self.session = make_ort_session(self.path, threads=threads)
+        meta = self.session.get_modelmeta().custom_metadata_map
+        self.num_classes = int(meta.get("num_classes", "0"))
+        self.embedding_dim = int(meta.get("embedding_dim", "0"))
 
     def __call__(self, video: Video) -> VideoOutputs:
-        """One video -> its outputs (and its in-range ratings)."""
-        vp, sp, se = self.session.run(list(CANDIDATE_OUTPUTS), {"frames": video.features()})
+        """One video -> its outputs (and its in-range ratings); a video without frames gets zero
+        probabilities and no segments."""
+        if video.num_frames == 0:
+            vp = np.zeros(self.num_classes, np.float32)
+            sp = np.zeros((0, self.num_classes), np.float32)
+            se = np.zeros((0, self.embedding_dim), np.float32)
+        else:
+            vp, sp, se = self.session.run(list(CANDIDATE_OUTPUTS), {"frames": video.features()})
         cls, seg, lab, _ = in_range_ratings(video)
         return VideoOutputs(
             video.id,

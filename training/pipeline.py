@@ -183,7 +183,7 @@ def run_train(
     threads: int | None = None,
     candidate_model: str = "ensemble",
     candidate_epochs: int | None = None,
-    convnet_pretrain_epochs: int = 2,
+    convnet_pretrain_epochs: int = 6,
     progress: bool = True,
     keep_work: bool = False,
     candidates: Path | Any | None = None,
@@ -320,9 +320,11 @@ def run_train(
         bl.export_baseline(res_lstm.model, work / "baseline_lstm.onnx")
     with timer.stage("baseline convnet (pretrain on train/, fine-tune)"):
         net = bl.convnet_like(lstm)
+        train_cache = load_split(data / "train")
+        train_videos = np.bincount(train_cache.labels, minlength=num_classes)[:num_classes]
         pre_losses = bl.pretrain_convnet(
             net,
-            load_split(data / "train"),
+            train_cache,
             epochs=convnet_pretrain_epochs,
             seed=seed,
             progress=progress,
@@ -399,7 +401,10 @@ def run_train(
             booster=ccrl.booster,
             ccrl_params={**ccrl.params, "rounds": ccrl.rounds, "max_sim": ccrl_cfg.max_sim},
             bank=bank,
-            classes=read_classes(data, num_classes),
+            classes=[
+                {**c, "train_videos": int(train_videos[c["id"]])}
+                for c in read_classes(data, num_classes)
+            ],
             rated_classes=rated,
             baselines={
                 "lstm": work / "baseline_lstm.onnx",

@@ -133,14 +133,21 @@ def evaluate(
         info["mean_ap"] = {
             m: float(np.mean([per_class[m]["cg"][str(c)] for c in members])) for m in per_class
         }
-    # rare vs frequent: positives per class in the bank (what the segment models learn from)
-    pos = bundle.bank.pos_count
-    counts = {c: int(pos[c]) for c in ap_classes}
+    # rare vs frequent: videos labelled with the class in train/ (recorded in the manifest), else
+    # the class's positives in the bank
+    raw_classes = bundle.manifest.raw.get("classes", [])
+    train_videos = {int(c["id"]): c.get("train_videos") for c in raw_classes}
+    if all(train_videos.get(c) is not None for c in ap_classes):
+        counts = {c: int(train_videos[c]) for c in ap_classes}  # type: ignore[arg-type]
+        what = "train/ videos labelled with the class"
+    else:
+        counts = {c: int(bundle.bank.pos_count[c]) for c in ap_classes}
+        what = "labelled positives in the bank"
     median = float(np.median(list(counts.values()))) if counts else 0.0
     rare = [c for c in ap_classes if counts[c] <= median]
     frequent = [c for c in ap_classes if counts[c] > median]
     rare_freq = {
-        "split": f"bank positives <= {median:g} (rare) vs > {median:g} (frequent)",
+        "split": f"{what}: <= {median:g} (rare) vs > {median:g} (frequent)",
         "rare_classes": len(rare),
         "frequent_classes": len(frequent),
         "mean_ap": {

@@ -211,6 +211,10 @@ def score_corpus(
             o.segment_embeddings = o.segment_embeddings[:, :0]
         outputs.append(o)
         if baselines:
+            if v.num_frames == 0:
+                for n in baselines:
+                    base_scores[n].append(np.zeros((0, len(cls)), np.float32))
+                continue
             frames = v.features()
             for n, br in base_runners.items():
                 base_scores[n].append(br(frames)[:, cls])
