@@ -6,9 +6,15 @@ labels of ``train/``:
 - ``logistic``: a linear layer with a sigmoid on the video's mean frame (the YouTube-8M starter
   model). Its segment embedding is the segment's mean dequantized frame, D = 1152.
 - ``lstm``: the paper's model: stacked bidirectional LSTM layers, then a unidirectional LSTM, then a
-  linear layer with a sigmoid on the last hidden state. Its segment embedding is the mean hidden
-  state of the unidirectional LSTM over the segment's 5 frames (segment fed alone), D = hidden size.
+  linear layer with a sigmoid. The ``paper`` preset reads the last hidden state (1024 cells, two
+  bidirectional layers); the ``small`` preset reads the mean hidden state over time and projects
+  the frames to 64 dimensions first (with ~1000 training videos the last-state LSTM did not learn
+  within minutes: its loss stayed at the label prior). Its segment embedding is the mean hidden
+  state of the unidirectional LSTM over the segment's 5 frames (segment fed alone), D = hidden.
 - ``ensemble``: the average of both models' probabilities; its embeddings are the LSTM's.
+
+The logistic model is trained full-batch on precomputed mean frames with a strong L2 penalty (on the
+default synthetic corpus this lifted Recall@(1/20 of the videos) from 0.41 to 0.69).
 
 Every model exposes the same two entry points:
 
@@ -94,7 +100,17 @@ class ModelConfig:
 #: ``paper`` is the paper's size (1024 cells, two bidirectional layers).
 PRESETS: dict[str, dict[str, dict[str, Any]]] = {
     "small": {
-        "lstm": {"hidden": 128, "bi_layers": 1, "epochs": 6, "lr": 2e-3, "batch_size": 32},
+        "lstm": {
+            "hidden": 64,
+            "bi_layers": 1,
+            "proj": 64,
+            "pool": "mean",
+            "input_dropout": 0.0,
+            "epochs": 20,
+            "patience": 4,
+            "lr": 1e-2,
+            "batch_size": 32,
+        },
         "logistic": {
             "epochs": 150,
             "lr": 1e-2,
