@@ -200,7 +200,7 @@ class Standardize(nn.Module):
         return (x - self.mean) * self.inv_std
 
 
-def _segment_count(frames: Tensor) -> Tensor | int:
+def _segment_count(frames: Tensor) -> int:
     """S = F // 5 for frames [F, D]; traced as a shape computation during ONNX export."""
     return frames.shape[0] // SEGMENT_FRAMES
 
@@ -504,7 +504,7 @@ def train_model(
         total = 0.0
         with torch.no_grad():
             if pooled is not None:
-                total = float(_bce(model.forward_pooled(pooled[val_idx]), targets[val_idx]))  # type: ignore[union-attr]
+                total = float(_bce(model.forward_pooled(pooled[val_idx]), targets[val_idx]))  # type: ignore[union-attr,operator]
                 return total
             for frames, lengths, y in val_loader:
                 total += float(_bce(model(frames, lengths), y)) * len(y)
@@ -534,7 +534,7 @@ def train_model(
         )
         for batch in bar:
             if pooled is not None:
-                logits, y = model.forward_pooled(pooled[batch]), targets[batch]  # type: ignore[union-attr]
+                logits, y = model.forward_pooled(pooled[batch]), targets[batch]  # type: ignore[union-attr,operator]
             else:
                 frames, lengths, y = batch
                 logits = model(frames, lengths)

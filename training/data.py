@@ -319,7 +319,12 @@ def dequantize_torch(q: torch.Tensor) -> torch.Tensor:
 class VideoDataset(Dataset[tuple[torch.Tensor, torch.Tensor]]):
     """Videos ``indices`` of a cache as (uint8 frames [F, 1152], multi-hot labels float32 [C])."""
 
-    def __init__(self, cache: FrameCache, num_classes: int, indices: Sequence[int] | None = None):
+    def __init__(
+        self,
+        cache: FrameCache,
+        num_classes: int,
+        indices: Sequence[int] | npt.NDArray[np.int64] | None = None,
+    ) -> None:
         self.cache = cache
         self.indices = np.arange(len(cache)) if indices is None else np.asarray(indices, np.int64)
         self.targets = cache.label_matrix(num_classes)
@@ -357,7 +362,12 @@ class LengthBucketSampler(Sampler[list[int]]):
     """
 
     def __init__(
-        self, lengths: Sequence[int], batch_size: int, *, seed: int = 0, bucket_batches: int = 20
+        self,
+        lengths: Sequence[int] | npt.NDArray[np.int64],
+        batch_size: int,
+        *,
+        seed: int = 0,
+        bucket_batches: int = 20,
     ) -> None:
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")

@@ -20,6 +20,7 @@ import io
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -53,7 +54,7 @@ class _GraphWrapper(nn.Module):
 
 def graph_metadata(model: nn.Module) -> dict[str, str]:
     """The ``metadata_props`` of ``model``'s graph (all values are strings)."""
-    cfg = model.cfg  # type: ignore[attr-defined]
+    cfg: Any = model.cfg
     meta = {
         "input_format": INPUT_FORMAT,
         "num_classes": str(cfg.num_classes),
@@ -97,7 +98,7 @@ def export_onnx(
             torch.onnx.export(
                 _GraphWrapper(model),
                 (example,),
-                buf,
+                buf,  # type: ignore[arg-type]
                 dynamo=False,
                 opset_version=OPSET,
                 input_names=[INPUT_NAME],
