@@ -187,6 +187,7 @@ def run_train(
     progress: bool = True,
     keep_work: bool = False,
     candidates: Path | Any | None = None,
+    finetune: Any | None = None,
 ) -> Path:
     """Train everything and write the bundle ``out``; returns the manifest path.
 
@@ -204,6 +205,7 @@ def run_train(
         keep_work: keep the intermediate folder (checkpoints, exported graphs) afterwards.
         candidates: reuse a finished ``ccrl train-candidates`` folder (or a ``CandidateResult``)
             instead of training the generator again.
+        finetune: a ``training.baselines.FinetuneConfig`` for the baselines (default settings).
     """
     import torch
 
@@ -305,7 +307,7 @@ def run_train(
     bank, pairs, tokens, ccrl = fit["bank"], fit["pairs"], fit["tokens"], fit["ccrl"]
     print(f"  generator for the bundle: {chosen} (candidate report chose {cand.model})")
 
-    ft_cfg = bl.FinetuneConfig()
+    ft_cfg = finetune or bl.FinetuneConfig()
     with timer.stage("baseline lstm (fine-tune the candidate LSTM)"):
         segs = bl.segment_set(val_videos, num_classes)
         res_lstm = bl.finetune(
