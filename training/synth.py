@@ -63,7 +63,14 @@ with ``second_class_prob`` also for a second rated class it shows. A video gets
 ``U{ratings_per_video}`` ratings (about 5), positives with probability ``positive_share``: a
 positive is a segment with at least 3 of its 5 frames showing the class; a negative shows none of
 it, drawn with weights that favour look-alike sibling segments (``hard_negative_weight``) and other
-concepts over background.
+concepts over background. With ``absent_rated_prob`` (0.2) a rated video does not show its rated
+class at all, as happens in the real data, whose raters were sent to videos by noisy video labels:
+it is about a look-alike sibling, carries the rated class as a (spurious) video label, and all of
+its ratings of that class are negatives. Those negatives sit in videos that a good video model ranks
+low for the class, so they are what candidate generation can remove from a class's list (without
+them every rated negative shares a video with a positive, and CG can only lose positives).
+``positive_share`` is the corpus-wide target: videos that show their rated class get
+``positive_share / (1 - absent_rated_prob)`` positives.
 
 **Splits**: ``split_fractions`` = 60% train (video labels only), 25% validate, 15% test.
 
@@ -208,6 +215,7 @@ class SynthConfig:
     ratings_per_video: tuple[int, int] = (4, 6)
     positive_share: float = 0.55
     second_class_prob: float = 0.1
+    absent_rated_prob: float = 0.2
     hard_negative_weight: float = 4.0
     other_concept_weight: float = 2.0
 
@@ -232,6 +240,8 @@ class SynthConfig:
             raise ValueError("rated_fraction must be in (0, 1] and head_fraction in [0, 1)")
         if self.cluster_size[0] < 2 or self.cluster_size[1] < self.cluster_size[0]:
             raise ValueError(f"cluster_size must be (lo >= 2, hi >= lo): {self.cluster_size}")
+        if not 0 <= self.absent_rated_prob < 0.5:
+            raise ValueError(f"absent_rated_prob must be in [0, 0.5), got {self.absent_rated_prob}")
         if self.ratings_per_video[0] < 2 or self.ratings_per_video[1] < self.ratings_per_video[0]:
             raise ValueError(
                 f"ratings_per_video must be (lo >= 2, hi >= lo): {self.ratings_per_video}"
@@ -611,7 +621,21 @@ def generate_video(
     cfg = world.config
     span = cfg.max_frames - cfg.min_frames
     frames = cfg.min_frames + round(span * rng.beta(*cfg.length_beta))
-    classes = _draw_classes(world, rng, rated_class)
+    # A rated video whose rated class is absent: the raters were sent to it by a (spurious) video
+    # label, but it is about a look-alike sibling; all of its ratings are negatives.
+    absent = (
+        rated_class is not None
+        and cfg.absent_rated_prob > 0
+        and len(world.siblings[rated_class]) > 0
+        and rng.random() < cfg.absent_rated_prob
+    )
+    if absent:
+        assert rated_class is not None
+        topic = int(rng.choice(world.siblings[rated_class]))
+        classes = _draw_classes(world, rng, topic)
+        classes = classes[classes != rated_class]
+    else:
+        classes = _draw_classes(world, rng, rated_class)
     presence, runs, decoys = _layout(world, rng, frames, classes)
 
     # Per-run appearance: strength, modality dropout, mode.
@@ -658,6 +682,8 @@ def generate_video(
         if len(others) and rng.random() < cfg.second_class_prob:
             plan = [(rated_class, max(2, n_total - 2)), (int(rng.choice(others)), 2)]
     labels = _noisy_labels(world, rng, classes, {c for c, _ in plan})
+    if absent:  # the spurious label that sent the raters here (at most 5 labels in all)
+        labels = np.union1d(labels[:4], [rated_class]).astype(np.int64)
     rated_classes: list[int] = []
     seg_labels: list[int] = []
     seg_starts: list[int] = []
@@ -665,7 +691,7 @@ def generate_video(
     if plan:
         truth_tmp = VideoTruth(classes, presence, decoys, np.zeros(0, dtype=np.int64))
         for c, n in plan:
-            starts, scores = _rate(world, rng, truth_tmp, int(c), n)
+            starts, scores = _rate(world, rng, truth_tmp, int(c), n, absent and c == rated_class)
             if len(starts):
                 rated_classes.append(int(c))
                 seg_labels += [int(c)] * len(starts)
@@ -705,7 +731,7 @@ def _noisy_labels(world: World, rng: np.random.Generator, classes: I64, keep: se
 
 
 def _rate(
-    world: World, rng: np.random.Generator, truth: VideoTruth, c: int, n: int
+    world: World, rng: np.random.Generator, truth: VideoTruth, c: int, n: int, absent: bool = False
 ) -> tuple[I64, npt.NDArray[np.float32]]:
     """Pick ~n rated segments of class c: (starts int64 [r], scores float32 [r]), sorted by start.
 
@@ -717,11 +743,16 @@ def _rate(
     neg_pool = np.flatnonzero(cov == 0)
     if not len(pos_pool) and not len(neg_pool):
         return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.float32)
-    want_pos = int(np.clip(rng.binomial(n, cfg.positive_share), 1, n - 1))
-    n_pos = min(want_pos, len(pos_pool))
-    # Short of positives (short videos): fewer ratings, in the drawn proportion.
-    want_neg = (n - want_pos) if n_pos == want_pos else round(n_pos * (n - want_pos) / want_pos)
-    n_neg = min(max(want_neg, 1 if not n_pos else 0), len(neg_pool))
+    if absent:  # the class is not shown in the video: every rating is a negative
+        want_pos, n_pos, n_neg = 0, 0, min(n, len(neg_pool))
+    else:
+        # positive_share is the corpus-wide target; videos whose rated class is absent have none.
+        share = min(cfg.positive_share / (1.0 - cfg.absent_rated_prob), 0.9)
+        want_pos = int(np.clip(rng.binomial(n, share), 1, n - 1))
+        n_pos = min(want_pos, len(pos_pool))
+        # Short of positives (short videos): fewer ratings, in the drawn proportion.
+        want_neg = (n - want_pos) if n_pos == want_pos else round(n_pos * (n - want_pos) / want_pos)
+        n_neg = min(max(want_neg, 1 if not n_pos else 0), len(neg_pool))
     s = len(cov)
     shown = truth.presence[: s * SEGMENT_FRAMES].reshape(s, SEGMENT_FRAMES)
     sib = np.isin(shown, world.siblings[c]).sum(axis=1) >= 3
