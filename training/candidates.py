@@ -763,7 +763,8 @@ def train_candidates(
     ``OUT/{logistic,lstm,ensemble}/candidate.onnx`` and copies the best one to
     ``OUT/candidate.onnx``); a single model writes ``OUT/candidate.onnx``. Checkpoints go to
     ``OUT/checkpoints/{model}/last.pt``; the report (evaluated on ``DATA/test``, else
-    ``DATA/validate``) to ``OUT/report/``. ``threads`` defaults to min(2, CPUs). The split caches
+    ``DATA/validate``) to ``OUT/report/``. ``threads`` (torch and ONNX Runtime) defaults to 1: on a
+    shared 2-core machine two 2-thread torch processes slowed LSTM epochs from 6 s to 180-270 s. The split caches
     go to ``cache_root`` (default: ``DATA/.cache``, see :func:`training.data.load_split`).
     ``overrides`` maps ``logistic`` / ``lstm`` to :class:`ModelConfig` fields to replace.
     """
@@ -779,7 +780,7 @@ def train_candidates(
     if not (data_dir / "train").is_dir():
         raise FileNotFoundError(f"{data_dir} has no train/ folder")
     rated_dir = rated_split(data_dir)
-    n_threads = threads or min(2, os.cpu_count() or 1)
+    n_threads = threads or 1
     torch.set_num_threads(n_threads)
     out_dir.mkdir(parents=True, exist_ok=True)
 
