@@ -34,7 +34,6 @@ from __future__ import annotations
 import copy
 import json
 import math
-import os
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, replace
@@ -764,8 +763,9 @@ def train_candidates(
     ``OUT/candidate.onnx``); a single model writes ``OUT/candidate.onnx``. Checkpoints go to
     ``OUT/checkpoints/{model}/last.pt``; the report (evaluated on ``DATA/test``, else
     ``DATA/validate``) to ``OUT/report/``. ``threads`` (torch and ONNX Runtime) defaults to 1: on a
-    shared 2-core machine two 2-thread torch processes slowed LSTM epochs from 6 s to 180-270 s. The split caches
-    go to ``cache_root`` (default: ``DATA/.cache``, see :func:`training.data.load_split`).
+    shared 2-core machine two 2-thread torch processes slowed LSTM epochs from 6 s to 180-270 s.
+    The split caches go to ``cache_root`` (default: ``DATA/.cache``, see
+    :func:`training.data.load_split`).
     ``overrides`` maps ``logistic`` / ``lstm`` to :class:`ModelConfig` fields to replace.
     """
     from training.candidate_report import build_report, ratings_from_csr, write_report
