@@ -51,6 +51,7 @@ from loadtests.payloads import (
     tfrecord_videos,
     with_video_id,
 )
+from service.yt8m import segment_starts
 
 LOOPBACK = {"127.0.0.1", "localhost", "::1"}
 TOKEN = os.environ.get("CCRL_API_TOKEN") or None
@@ -178,7 +179,8 @@ class CcrlUser(HttpUser):
         if TOKEN is None:
             return  # writes need the token; without it this task sends nothing
         video: VideoFrames = self.rnd.choice(self.pool.videos)
-        starts = self.rnd.sample(video.segment_starts, k=min(3, len(video.segment_starts)))
+        all_starts = segment_starts(video.num_frames).tolist()
+        starts = self.rnd.sample(all_starts, k=min(3, len(all_starts)))
         segments = [(s, self.rnd.randint(0, 1)) for s in starts]
         class_id = self.rnd.choice(self.class_ids)
         # A per-request id keeps the bank growing with distinct "videos".

@@ -26,7 +26,15 @@ from typing import Any, Literal
 import numpy as np
 import numpy.typing as npt
 
-from service.yt8m import AUDIO_DIM, MAX_FRAMES, RGB_DIM, SEGMENT_FRAMES, dequantize
+from service.yt8m import (
+    AUDIO_DIM,
+    MAX_FRAMES,
+    RGB_DIM,
+    SEGMENT_FRAMES,
+    Video,
+    dequantize,
+    segment_starts,
+)
 
 Encoding = Literal["b64", "b64f32", "json"]
 ENCODINGS: tuple[Encoding, ...] = ("b64", "b64f32", "json")
@@ -34,43 +42,8 @@ JSON_DECIMALS = 6
 U8 = npt.NDArray[np.uint8]
 
 
-@dataclass(frozen=True)
-class VideoFrames:
-    """The quantized frames of one video.
-
-    Attributes:
-        id: the video id.
-        rgb: uint8 [F, 1024].
-        audio: uint8 [F, 128].
-    """
-
-    id: str
-    rgb: U8
-    audio: U8
-
-    def __post_init__(self) -> None:
-        if self.rgb.dtype != np.uint8 or self.audio.dtype != np.uint8:
-            raise ValueError(f"video {self.id!r}: rgb and audio must be uint8")
-        if self.rgb.ndim != 2 or self.rgb.shape[1] != RGB_DIM:
-            raise ValueError(f"video {self.id!r}: rgb must be [F, {RGB_DIM}], got {self.rgb.shape}")
-        if self.audio.ndim != 2 or self.audio.shape[1] != AUDIO_DIM:
-            raise ValueError(
-                f"video {self.id!r}: audio must be [F, {AUDIO_DIM}], got {self.audio.shape}"
-            )
-        if self.rgb.shape[0] != self.audio.shape[0]:
-            raise ValueError(
-                f"video {self.id!r}: {self.rgb.shape[0]} rgb frames but "
-                f"{self.audio.shape[0]} audio frames"
-            )
-
-    @property
-    def num_frames(self) -> int:
-        return int(self.rgb.shape[0])
-
-    @property
-    def segment_starts(self) -> list[int]:
-        """Start frame of every whole 5-frame segment."""
-        return list(range(0, self.num_frames - SEGMENT_FRAMES + 1, SEGMENT_FRAMES))
+# The frames of one video: the runtime's record (only id, rgb and audio are used here).
+VideoFrames = Video
 
 
 def random_videos(
@@ -182,7 +155,7 @@ def labels_body(
     video: VideoFrames, segments: Sequence[tuple[int, int]], encoding: Encoding = "b64"
 ) -> dict[str, Any]:
     """The JSON body of ``POST /classes/{class_id}/labels``: ``segments`` are (start, 0|1)."""
-    starts = set(video.segment_starts)
+    starts = set(segment_starts(video.num_frames).tolist())
     for start, label in segments:
         if start not in starts:
             raise ValueError(f"video {video.id!r}: no whole segment starts at frame {start}")

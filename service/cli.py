@@ -6,7 +6,7 @@ alone (no torch, no training code), and ``ccrl --help`` must be instant.
 
 from __future__ import annotations
 
-from enum import Enum
+from enum import StrEnum
 from pathlib import Path
 from typing import Annotated
 
@@ -21,13 +21,13 @@ app = typer.Typer(
 )
 
 
-class CandidateModel(str, Enum):
+class CandidateModel(StrEnum):
     lstm = "lstm"
     logistic = "logistic"
     ensemble = "ensemble"
 
 
-class Preset(str, Enum):
+class Preset(StrEnum):
     small = "small"
     paper = "paper"
 
@@ -167,7 +167,7 @@ def demo(
         bool, typer.Option("--build-only", help="Build the corpus and bundle, do not serve.")
     ] = False,
 ) -> None:
-    """Build the demo corpus and bundle when missing, then serve them (the README's first command)."""
+    """Build the demo corpus and bundle when missing, then serve them (`make serve`)."""
     from training.demo import run_demo
 
     run_demo(data=data, bundle=bundle, host=host, port=port, build_only=build_only)

@@ -5,7 +5,8 @@ These are the contract with real data (see DESIGN.md):
 - 1 frame per second, a 1024-d visual (``rgb``) and a 128-d ``audio`` vector per frame, at most 300
   frames per video, each value quantized to uint8 over the range [-2, 2].
 - A segment is 5 consecutive frames starting at a multiple of 5; a video of F frames has F // 5
-  segments (a trailing partial segment is never rated nor scored). Segment id = ``"{video_id}:{start}"``.
+  segments (a trailing partial segment is never rated nor scored).
+- Segment id = ``"{video_id}:{start}"``.
 - Class ids are vocabulary indices.
 """
 

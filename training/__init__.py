@@ -1,1 +1,1 @@
-"""Offline side of CCRL: data at scale, synthetic corpus, candidate models, CCRL, export, reports."""
+"""Offline side of CCRL: data, synthetic corpus, candidate models, CCRL, export, reports."""
