@@ -104,10 +104,12 @@ PRESETS: dict[str, dict[str, dict[str, Any]]] = {
             "bi_layers": 1,
             "proj": 64,
             "pool": "mean",
-            "input_dropout": 0.0,
-            "epochs": 20,
+            # lr 1e-2 without dropout reached Recall@15 0.36 on the default synthetic corpus;
+            # lr 3e-3, input dropout 0.3 and a prior-initialised output bias reach 0.65.
+            "input_dropout": 0.3,
+            "epochs": 15,
             "patience": 4,
-            "lr": 1e-2,
+            "lr": 3e-3,
             "batch_size": 32,
         },
         "logistic": {
@@ -429,6 +431,19 @@ def _fit_normalizer(model: LogisticModel | LstmModel, cache: Any, train_idx: np.
         model.norm.fit(mean, std)
 
 
+def _init_head_bias(model: LogisticModel | LstmModel, targets: Tensor) -> None:
+    """Start the output bias at logit(label prior) of the training videos (LSTM only).
+
+    With 100 sparse classes a zero bias starts every class at p = 0.5; the LSTM then spends its
+    first epochs (at a high learning rate) pushing all logits down instead of learning features.
+    """
+    if not isinstance(model, LstmModel):
+        return
+    prior = targets.float().mean(0).clamp(1e-4, 1 - 1e-4)
+    with torch.no_grad():
+        model.head.bias.copy_(torch.logit(prior))
+
+
 def train_model(
     cfg: ModelConfig,
     cache: Any,
@@ -476,10 +491,10 @@ def train_model(
         elapsed, seen = float(ckpt["elapsed"]), int(ckpt["seen"])
         if ckpt.get("stopped") and cfg.epochs <= int(ckpt["config"]["epochs"]):
             start_epoch = cfg.epochs
-    else:
-        _fit_normalizer(model, cache, train_idx)
-
     targets = torch.from_numpy(cache.label_matrix(cfg.num_classes))
+    if not (resume and ckpt_path.exists()):
+        _fit_normalizer(model, cache, train_idx)
+        _init_head_bias(model, targets[torch.from_numpy(train_idx)])
     pooled: Tensor | None = None
     if isinstance(model, LogisticModel):
         pooled = torch.from_numpy(cache.mean_frames())
