@@ -124,22 +124,17 @@ def _localize(rt: Runtime, body: bytes) -> tuple[dict[str, Any], dict[str, float
     return out, timings
 
 
+def _json_body(model: type[BaseModel]) -> dict[str, Any]:
+    """OpenAPI for a JSON body the route parses itself (with numpy, not pydantic per number)."""
+    schema = model.model_json_schema(ref_template="#/components/schemas/{model}")
+    return {"requestBody": {"required": True, "content": {"application/json": {"schema": schema}}}}
+
+
 @router.post(
     "/localize",
     response_model=None,
     responses={200: {"model": schemas.LocalizeResponse}, **_ERRORS},
-    openapi_extra={
-        "requestBody": {
-            "required": True,
-            "content": {
-                "application/json": {
-                    "schema": schemas.LocalizeRequest.model_json_schema(
-                        ref_template="#/components/schemas/{model}"
-                    )
-                }
-            },
-        }
-    },
+    openapi_extra=_json_body(schemas.LocalizeRequest),
     summary="Score a video's segments for its candidate classes (or the given ones).",
 )
 async def localize(request: Request) -> Response:
@@ -247,18 +242,7 @@ def _add_labels(rt: Runtime, class_id: int, body: bytes) -> dict[str, Any]:
     response_model=None,
     status_code=201,
     responses={201: {"model": schemas.LabelsResponse}, **_ERRORS},
-    openapi_extra={
-        "requestBody": {
-            "required": True,
-            "content": {
-                "application/json": {
-                    "schema": schemas.LabelsRequest.model_json_schema(
-                        ref_template="#/components/schemas/{model}"
-                    )
-                }
-            },
-        }
-    },
+    openapi_extra=_json_body(schemas.LabelsRequest),
     summary="Add labelled segments of a video to a class's bank (needs the bearer token).",
 )
 async def add_labels(request: Request, class_id: int) -> Response:
