@@ -16,13 +16,12 @@ from __future__ import annotations
 
 import argparse
 import tempfile
-import time
-from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from loadtests.timing import best_of
 from service.yt8m import FEATURE_DIM
 from training.candidates import (
     EnsembleModel,
@@ -35,17 +34,6 @@ from training.candidates import (
 from training.export import INPUT_NAME, OUTPUT_NAMES, export_onnx
 
 NUM_CLASSES = 1000  # the segment task's rated vocabulary size: realistic output width
-
-
-def best_of(repeat: int, fn: Callable[[], object]) -> float:
-    """Best wall time of ``repeat`` calls (after one warm-up call), in seconds."""
-    fn()
-    best = float("inf")
-    for _ in range(repeat):
-        t0 = time.perf_counter()
-        fn()
-        best = min(best, time.perf_counter() - t0)
-    return best
 
 
 def make_models(preset: str) -> dict[str, torch.nn.Module]:
@@ -70,14 +58,16 @@ def bench_inference(presets: list[str], repeat: int, workdir: Path) -> None:
                 for frames_n in (60, 300):
                     frames = rng.uniform(-2, 2, (frames_n, FEATURE_DIM)).astype(np.float32)
                     feed = {INPUT_NAME: frames}
-                    t_ort = best_of(repeat, lambda s=sess, f=feed: s.run(list(OUTPUT_NAMES), f))
+                    t_ort = best_of(
+                        repeat, warmup=True, fn=lambda s=sess, f=feed: s.run(list(OUTPUT_NAMES), f)
+                    )
                     x = torch.from_numpy(frames)
 
                     def torch_call(m: torch.nn.Module = model, x: torch.Tensor = x) -> object:
                         with torch.no_grad():
                             return m.graph_outputs(x)  # type: ignore[operator]
 
-                    t_torch = best_of(repeat, torch_call)
+                    t_torch = best_of(repeat, torch_call, warmup=True)
                     print(
                         f"{preset:<7} {name:<9} {frames_n:>6} {threads:>7} {t_ort * 1e3:>8.2f} "
                         f"{t_torch * 1e3:>9.2f} {t_torch / t_ort:>8.2f}x"
@@ -105,7 +95,7 @@ def bench_training(presets: list[str], repeat: int, batch: int = 32, frames_n: i
 
             for threads in (1, 2):
                 torch.set_num_threads(threads)
-                t = best_of(repeat, step)
+                t = best_of(repeat, step, warmup=True)
                 print(f"{preset:<7} {name:<9} {threads:>7} {t:>8.3f} {batch / t:>9.1f}")
     print(
         "(the logistic model trains on precomputed mean frames in train_candidates, so its real "

@@ -17,12 +17,11 @@ and the ratios between them. Nothing here is asserted: it prints what it measure
 from __future__ import annotations
 
 import argparse
-import time
-from collections.abc import Callable
 
 import numpy as np
 import xgboost as xgb
 
+from loadtests.timing import best_of
 from service.bundle import predict_pairs
 from service.features import (
     FEATURE_NAMES,
@@ -31,16 +30,6 @@ from service.features import (
     build_pair_features,
     unit_rows,
 )
-
-
-def best_of(fn: Callable[[], object], repeat: int) -> float:
-    """Best wall time of ``repeat`` calls, seconds."""
-    best = float("inf")
-    for _ in range(repeat):
-        t = time.perf_counter()
-        fn()
-        best = min(best, time.perf_counter() - t)
-    return best
 
 
 def brute_sims(u: np.ndarray, bank: ClassBank, cls: np.ndarray, video: str) -> np.ndarray:
@@ -97,12 +86,12 @@ def main(argv: list[str] | None = None) -> None:
     params = {"objective": "binary:logistic", "max_depth": 6, "nthread": 1, "tree_method": "hist"}
     booster = xgb.train(params, dm, num_boost_round=300)
 
-    t_brute = best_of(lambda: brute_sims(u, bank, cls, own), args.repeat)
+    t_brute = best_of(args.repeat, lambda: brute_sims(u, bank, cls, own))
     t_sums = best_of(
-        lambda: build_pair_features(vp, sp, se, cls, bank, own, max_sim=False), args.repeat
+        args.repeat, lambda: build_pair_features(vp, sp, se, cls, bank, own, max_sim=False)
     )
-    t_max = best_of(lambda: build_pair_features(vp, sp, se, cls, bank, own), args.repeat)
-    t_gbm = best_of(lambda: predict_pairs(booster, pm), args.repeat)
+    t_max = best_of(args.repeat, lambda: build_pair_features(vp, sp, se, cls, bank, own))
+    t_gbm = best_of(args.repeat, lambda: predict_pairs(booster, pm))
     pairs = s * k
     per_class = n / c
     print(

@@ -23,12 +23,11 @@ from __future__ import annotations
 
 import argparse
 import tempfile
-import time
-from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 
+from loadtests.timing import best_of
 from service.tfrecord import iter_records, read_videos, write_videos
 from service.yt8m import AUDIO_DIM, FEATURE_DIM, MAX_FRAMES, RGB_DIM, Video
 
@@ -54,16 +53,6 @@ def make_videos(n: int, seed: int, min_frames: int, max_frames: int) -> list[Vid
             )
         )
     return out
-
-
-def best_of(repeat: int, fn: Callable[[], object]) -> float:
-    """Best wall time of ``repeat`` calls, in seconds."""
-    times = []
-    for _ in range(repeat):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return min(times)
 
 
 def main(argv: list[str] | None = None) -> None:

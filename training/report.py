@@ -289,6 +289,31 @@ def format_markdown(rep: Mapping[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def _paired_bars(
+    path: Path,
+    values: dict[str, tuple[float, float]],
+    labels: tuple[str, str],
+    ylabel: str,
+    title: str,
+) -> Path:
+    """Two bars per model (``values[model] = (left, right)``), saved to ``path``."""
+    import matplotlib.pyplot as plt
+
+    models = list(values)
+    x = np.arange(len(models))
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    for side, offset in ((0, -0.2), (1, 0.2)):
+        ax.bar(x + offset, [values[m][side] for m in models], 0.4, label=labels[side])
+    ax.set_xticks(x, models)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
 def plot_report(rep: Mapping[str, Any], out: Path) -> list[Path]:
     """Write ``table2_map.png``, ``per_cluster_ap.png`` and ``rare_frequent.png`` into ``out``."""
     import matplotlib
@@ -298,19 +323,15 @@ def plot_report(rep: Mapping[str, Any], out: Path) -> list[Path]:
 
     paths = []
     t2 = rep["table2"]
-    models = list(t2)
-    x = np.arange(len(models))
-    fig, ax = plt.subplots(figsize=(6, 3.5))
-    ax.bar(x - 0.2, [t2[m]["no_cg"] for m in models], 0.4, label="without CG")
-    ax.bar(x + 0.2, [t2[m]["cg"] for m in models], 0.4, label="with CG")
-    ax.set_xticks(x, models)
-    ax.set_ylabel("mAP")
-    ax.set_title("Table 2 analogue")
-    ax.legend()
-    fig.tight_layout()
-    paths.append(out / "table2_map.png")
-    fig.savefig(paths[-1], dpi=100)
-    plt.close(fig)
+    paths.append(
+        _paired_bars(
+            out / "table2_map.png",
+            {m: (t2[m]["no_cg"], t2[m]["cg"]) for m in t2},
+            ("without CG", "with CG"),
+            "mAP",
+            "Table 2 analogue",
+        )
+    )
 
     pcs = rep["per_class_ap"]
     groups = sorted(rep["groups"]["by_group"].items(), key=lambda kv: _natural(kv[0]))
@@ -333,19 +354,15 @@ def plot_report(rep: Mapping[str, Any], out: Path) -> list[Path]:
     plt.close(fig)
 
     rf = rep["rare_vs_frequent"]["mean_ap"]
-    models = list(rf)
-    x = np.arange(len(models))
-    fig, ax = plt.subplots(figsize=(6, 3.5))
-    ax.bar(x - 0.2, [rf[m]["rare"] or 0.0 for m in models], 0.4, label="rare classes")
-    ax.bar(x + 0.2, [rf[m]["frequent"] or 0.0 for m in models], 0.4, label="frequent classes")
-    ax.set_xticks(x, models)
-    ax.set_ylabel("mean AP (with CG)")
-    ax.set_title("Rare vs frequent classes")
-    ax.legend()
-    fig.tight_layout()
-    paths.append(out / "rare_frequent.png")
-    fig.savefig(paths[-1], dpi=100)
-    plt.close(fig)
+    paths.append(
+        _paired_bars(
+            out / "rare_frequent.png",
+            {m: (rf[m]["rare"] or 0.0, rf[m]["frequent"] or 0.0) for m in rf},
+            ("rare classes", "frequent classes"),
+            "mean AP (with CG)",
+            "Rare vs frequent classes",
+        )
+    )
     return paths
 
 
