@@ -195,7 +195,7 @@ def running_server(
         env["REDIS_URL"] = redis_url
     env.update(extra_env or {})
     log = tempfile.NamedTemporaryFile(prefix="ccrl-bench-serve-", suffix=".log", delete=False)
-    cmd = [sys.executable, "-m", "service.cli", "serve", "--bundle", str(bundle)]
+    cmd = [sys.executable, "-m", "ccrl", "serve", "--bundle", str(bundle)]
     cmd += ["--host", "127.0.0.1", "--port", str(port), "--workers", "1"]
     proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"

@@ -2,7 +2,7 @@
 
 Videos come from YouTube-8M TFRecords (:func:`tfrecord_videos`) or are random quantized frames
 (:func:`random_videos`). A video's frames are sent in one of three encodings, the API's FRAMES
-formats (DESIGN.md "Service contract", :mod:`service.decode`):
+formats (docs/architecture.md, "A /localize request"; :mod:`service.decode`):
 
 - ``b64``: ``{"b64", "dtype": "uint8", "shape": [F, D]}``, the quantized bytes (the fast path);
 - ``b64f32``: the same with ``dtype: "float32"``, the dequantized values;

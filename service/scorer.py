@@ -1,6 +1,6 @@
 """The scorer: one video's frames in, ranked segments per class out. No web code here.
 
-The pipeline of one request (DESIGN.md, "Service contract"):
+The pipeline of one request (docs/architecture.md, "A /localize request"):
 
 1. the candidate model, one ONNX Runtime call: ``frames [F, 1152]`` -> ``video_probs [C]``,
    ``segment_probs [S, C]``, ``segment_embeddings [S, D]`` (S = F // 5);

@@ -55,6 +55,7 @@ from typing import BinaryIO
 
 import google_crc32c
 import numpy as np
+import numpy.typing as npt
 from google.protobuf.message import DecodeError
 from tqdm import tqdm
 
@@ -416,6 +417,94 @@ def _frames(
     return np.frombuffer(blob, dtype=np.uint8).reshape(n, dim), n
 
 
+# Segment ratings as stored: labels i64[R], start frames i64[R], scores f32[R].
+_Ratings = tuple[npt.NDArray[np.int64], npt.NDArray[np.int64], npt.NDArray[np.float32]]
+
+
+def _parse_example(data: bytes, where: str) -> example_pb2.SequenceExample:
+    try:
+        return example_pb2.SequenceExample.FromString(data)
+    except DecodeError as exc:
+        raise RecordFormatError(f"{where}: not a SequenceExample ({exc})") from exc
+
+
+def _video_id(ctx: example_pb2.Features, where: str) -> str:
+    """The context feature ``id``: exactly one UTF-8 bytes value."""
+    if "id" not in ctx.feature or ctx.feature["id"].WhichOneof("kind") != "bytes_list":
+        raise RecordFormatError(f"{where}: missing context feature 'id' (bytes)")
+    ids = ctx.feature["id"].bytes_list.value
+    if len(ids) != 1:
+        raise RecordFormatError(
+            f"{where}: context feature 'id' must hold one value, got {len(ids)}"
+        )
+    try:
+        return ids[0].decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise RecordFormatError(f"{where}: video id {ids[0]!r} is not UTF-8") from exc
+
+
+def _ratings(ctx: example_pb2.Features, where: str) -> _Ratings:
+    """The segment ratings as they are stored: labels i64[R], starts i64[R], scores f32[R]."""
+    labels = _context_array(ctx, "segment_labels", "int64_list", np.int64, where)
+    starts = _context_array(ctx, "segment_start_times", "int64_list", np.int64, where)
+    scores = _context_array(ctx, "segment_scores", "float_list", np.float32, where)
+    if not (len(labels) == len(starts) == len(scores)):
+        raise RecordFormatError(
+            f"{where}: segment_labels, segment_start_times and segment_scores differ in length "
+            f"({len(labels)}, {len(starts)}, {len(scores)})"
+        )
+    return labels, starts, scores
+
+
+def _video_frames(
+    lists: example_pb2.FeatureLists, where: str, max_frames: int | None, stats: ReadStats | None
+) -> tuple[npt.NDArray[np.uint8], npt.NDArray[np.uint8]]:
+    """rgb u8[F, 1024] and audio u8[F, 128], F cut to ``max_frames`` (with a warning)."""
+    rgb, n_rgb = _frames(lists, "rgb", RGB_DIM, where)
+    audio, n_audio = _frames(lists, "audio", AUDIO_DIM, where)
+    if n_rgb != n_audio:
+        raise RecordFormatError(f"{where}: {n_rgb} rgb frames but {n_audio} audio frames")
+    if max_frames is not None and n_rgb > max_frames:
+        log.warning("%s: %d frames, truncated to the first %d", where, n_rgb, max_frames)
+        rgb, audio = rgb[:max_frames], audio[:max_frames]
+        if stats is not None:
+            stats.truncated_videos += 1
+    return rgb, audio
+
+
+def _keep_scorable(
+    ratings: _Ratings, num_frames: int, where: str, stats: ReadStats | None
+) -> _Ratings:
+    """The ratings whose segment starts at a multiple of 5 and fits in ``num_frames``; the others
+    are dropped with one warning and counted in ``stats``."""
+    labels, starts, scores = ratings
+    if not len(starts):
+        return ratings
+    fits = starts + SEGMENT_FRAMES <= num_frames
+    aligned = (starts % SEGMENT_FRAMES == 0) & (starts >= 0)
+    keep = fits & aligned
+    dropped = int(len(keep) - keep.sum())
+    if not dropped:
+        return ratings
+    bad = sorted(set(starts[~keep].tolist()))
+    log.warning(
+        "%s: dropped %d of %d ratings whose start %s is not a multiple of %d or does not "
+        "fit in the video's %d frames",
+        where,
+        dropped,
+        len(keep),
+        bad,
+        SEGMENT_FRAMES,
+        num_frames,
+    )
+    if stats is not None:
+        stats.skipped_ratings += dropped
+        unaligned = int(np.count_nonzero(~aligned))
+        stats.skipped_unaligned += unaligned
+        stats.skipped_past_end += dropped - unaligned
+    return labels[keep], starts[keep], scores[keep]
+
+
 def example_to_video(
     data: bytes,
     *,
@@ -440,73 +529,13 @@ def example_to_video(
             frame of the wrong byte length, rgb and audio frame counts that differ, or segment
             fields of different lengths.
     """
-    try:
-        seq = example_pb2.SequenceExample.FromString(data)
-    except DecodeError as exc:
-        raise RecordFormatError(f"{where}: not a SequenceExample ({exc})") from exc
-    ctx = seq.context
-    if "id" not in ctx.feature or ctx.feature["id"].WhichOneof("kind") != "bytes_list":
-        raise RecordFormatError(f"{where}: missing context feature 'id' (bytes)")
-    ids = ctx.feature["id"].bytes_list.value
-    if len(ids) != 1:
-        raise RecordFormatError(
-            f"{where}: context feature 'id' must hold one value, got {len(ids)}"
-        )
-    try:
-        vid = ids[0].decode("utf-8")
-    except UnicodeDecodeError as exc:
-        raise RecordFormatError(f"{where}: video id {ids[0]!r} is not UTF-8") from exc
+    seq = _parse_example(data, where)
+    vid = _video_id(seq.context, where)
     where = f"{where} (video {vid!r})"
-
-    labels = _context_array(ctx, "labels", "int64_list", np.int64, where)
-    seg_labels = _context_array(ctx, "segment_labels", "int64_list", np.int64, where)
-    seg_starts = _context_array(ctx, "segment_start_times", "int64_list", np.int64, where)
-    seg_scores = _context_array(ctx, "segment_scores", "float_list", np.float32, where)
-    if not (len(seg_labels) == len(seg_starts) == len(seg_scores)):
-        raise RecordFormatError(
-            f"{where}: segment_labels, segment_start_times and segment_scores differ in length "
-            f"({len(seg_labels)}, {len(seg_starts)}, {len(seg_scores)})"
-        )
-
-    rgb, n_rgb = _frames(seq.feature_lists, "rgb", RGB_DIM, where)
-    audio, n_audio = _frames(seq.feature_lists, "audio", AUDIO_DIM, where)
-    if n_rgb != n_audio:
-        raise RecordFormatError(f"{where}: {n_rgb} rgb frames but {n_audio} audio frames")
-    if max_frames is not None and n_rgb > max_frames:
-        log.warning("%s: %d frames, truncated to the first %d", where, n_rgb, max_frames)
-        rgb, audio = rgb[:max_frames], audio[:max_frames]
-        if stats is not None:
-            stats.truncated_videos += 1
-    num_frames = rgb.shape[0]
-
-    if len(seg_starts):
-        fits = seg_starts + SEGMENT_FRAMES <= num_frames
-        aligned = (seg_starts % SEGMENT_FRAMES == 0) & (seg_starts >= 0)
-        keep = fits & aligned
-        dropped = int(len(keep) - keep.sum())
-        if dropped:
-            bad = sorted(set(seg_starts[~keep].tolist()))
-            log.warning(
-                "%s: dropped %d of %d ratings whose start %s is not a multiple of %d or does not "
-                "fit in the video's %d frames",
-                where,
-                dropped,
-                len(keep),
-                bad,
-                SEGMENT_FRAMES,
-                num_frames,
-            )
-            if stats is not None:
-                stats.skipped_ratings += dropped
-                unaligned = int(np.count_nonzero(~aligned))
-                stats.skipped_unaligned += unaligned
-                stats.skipped_past_end += dropped - unaligned
-            seg_labels, seg_starts, seg_scores = (
-                seg_labels[keep],
-                seg_starts[keep],
-                seg_scores[keep],
-            )
-
+    labels = _context_array(seq.context, "labels", "int64_list", np.int64, where)
+    ratings = _ratings(seq.context, where)
+    rgb, audio = _video_frames(seq.feature_lists, where, max_frames, stats)
+    seg_labels, seg_starts, seg_scores = _keep_scorable(ratings, rgb.shape[0], where, stats)
     return Video(
         id=vid,
         rgb=rgb,

@@ -1,6 +1,6 @@
 """The YouTube-8M frame-level conventions: quantization, segments, and the ``Video`` record.
 
-These are the contract with real data (see DESIGN.md):
+These are the contract with real data (see docs/contracts.md, "Frame format"):
 
 - 1 frame per second, a 1024-d visual (``rgb``) and a 128-d ``audio`` vector per frame, at most 300
   frames per video, each value quantized to uint8 over the range [-2, 2].

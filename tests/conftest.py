@@ -8,6 +8,10 @@
 - ``redis_url`` (function): the URL of a real, empty Redis database (``REDIS_TEST_URL``, default
   ``redis://127.0.0.1:6379/15``), flushed before and after the test. An unreachable Redis is a test
   failure, not a skip: ``make test`` starts one (``scripts/ensure-redis.sh``).
+- ``serving_image_env`` (function): ``make(blocked=SERVING_IMAGE_BLOCKED) -> env``, the environment
+  of a subprocess in which the ``blocked`` top-level modules cannot be imported (as in the serving
+  images, which install neither ``training`` nor the ``train`` extra), through a ``sitecustomize``
+  on ``PYTHONPATH`` that every child interpreter (uvicorn workers too) runs at start-up.
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ from __future__ import annotations
 import os
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -27,6 +32,9 @@ TINY_CORPUS_ARGS = {
     "max_frames": 90,
 }
 DEFAULT_REDIS_TEST_URL = "redis://127.0.0.1:6379/15"
+REPO = Path(__file__).resolve().parents[1]
+# What the serving images lack: our offline package and the `train` extra's modules.
+SERVING_IMAGE_BLOCKED = ("training", "torch", "onnx", "onnxscript", "matplotlib")
 
 
 @pytest.fixture(scope="session")
@@ -62,3 +70,22 @@ def redis_url() -> Iterator[str]:
     finally:
         client.flushdb()
         client.close()
+
+
+@pytest.fixture
+def serving_image_env(tmp_path: Path) -> Any:
+    """``make(blocked=SERVING_IMAGE_BLOCKED) -> dict[str, str]``: a subprocess environment where
+    ``import NAME`` fails and ``importlib.util.find_spec(NAME)`` is None for every blocked name, as
+    for a module that is not installed (``sys.modules[NAME] = None``)."""
+
+    def make(blocked: tuple[str, ...] = SERVING_IMAGE_BLOCKED) -> dict[str, str]:
+        site = tmp_path / f"site-without-{'-'.join(blocked)}"
+        site.mkdir(exist_ok=True)
+        (site / "sitecustomize.py").write_text(
+            f"import sys\nfor _name in {blocked!r}:\n    sys.modules[_name] = None\n",
+            encoding="utf-8",
+        )
+        path = os.pathsep.join([str(site), str(REPO), os.environ.get("PYTHONPATH", "")])
+        return {**os.environ, "PYTHONPATH": path.rstrip(os.pathsep)}
+
+    return make

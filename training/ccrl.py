@@ -292,7 +292,8 @@ def pairs_map(
 
 @dataclass(frozen=True)
 class CcrlConfig:
-    """XGBoost settings. Trees and depth are a serving latency budget (DESIGN.md)."""
+    """XGBoost settings. Trees and depth are a serving latency budget: the booster runs once per
+    request over every (segment, class) pair (loadtests/bench_features.py measures it)."""
 
     max_rounds: int = 300
     early_stopping: int = 30

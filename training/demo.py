@@ -1,14 +1,13 @@
-"""``ccrl demo`` (``make serve``): build the demo corpus and bundle when missing, then serve them.
+"""The offline half of ``ccrl demo`` (``make serve``): build the demo corpus and bundle if missing.
 
 On a fresh machine this writes a synthetic corpus (``ccrl synth``), trains the whole pipeline on it
-(``ccrl train``), writes an example request, and serves the API on the embedded store. Later runs
-reuse what is there and start serving at once.
+(``ccrl train``) and writes an example request; later runs reuse what is there. Serving it is the
+command line's part (:mod:`ccrl.demo`): this package never imports the API.
 """
 
 from __future__ import annotations
 
 import json
-import os
 import sys
 import time
 from pathlib import Path
@@ -58,21 +57,9 @@ def _set_aside_if_unusable(bundle: Path) -> None:
         bundle.rename(aside)
 
 
-def curl_example(host: str, port: int, request: Path) -> str:
-    return (
-        f"curl -s -X POST http://{host}:{port}/localize "
-        f"-H 'Content-Type: application/json' --data @{request}"
-    )
-
-
-def run_demo(
-    data: Path = Path("data/demo"),
-    bundle: Path = Path("models/demo"),
-    host: str = "127.0.0.1",
-    port: int = 8000,
-    build_only: bool = False,
-) -> None:
-    """Build what is missing (with progress bars), then serve ``bundle`` on ``host:port``."""
+def build_demo(data: Path = Path("data/demo"), bundle: Path = Path("models/demo")) -> Path:
+    """Write what is missing of ``data`` (corpus) and ``bundle`` (with progress bars); return the
+    example request file (``data/example-request.json``)."""
     data, bundle = Path(data), Path(bundle)
     if not _corpus_ready(data):
         from training.synth import run_synth
@@ -88,10 +75,4 @@ def run_demo(
     request = data / EXAMPLE
     if not request.is_file():
         write_example_request(data, request)
-    print(f"[demo] bundle {bundle} is ready; try:\n  {curl_example(host, port, request)}")
-    if build_only:
-        return
-    os.environ.pop("REDIS_URL", None)  # the demo runs on the embedded in-process store
-    from service.api.server import run_server
-
-    run_server(bundle=bundle, host=host, port=port, workers=1)
+    return request

@@ -2,7 +2,7 @@
 
 One implementation, used everywhere (training reports, benchmarks, tests, ``ccrl score``).
 
-The metric (DESIGN.md, "The metric"):
+The metric (docs/contracts.md, "Metric"):
 
 - A rating belongs to a (segment, class) pair. ``ratings`` maps class id -> {segment id: 0/1}
   (a :class:`Ratings`, or any ``Mapping[int, Mapping[str, int | float]]``; a value >= 0.5 is a

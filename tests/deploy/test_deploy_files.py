@@ -654,7 +654,7 @@ def test_cpu_dockerfile_bundled_target_copies_a_bundle_into_the_settings_path() 
 
 
 def test_entrypoint_options_exist_on_ccrl_serve() -> None:
-    from service.cli import serve
+    from ccrl.cli import serve
 
     params = set(inspect.signature(serve).parameters)
     assert {"host", "port", "workers", "bundle"} <= params

@@ -9,6 +9,8 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +27,7 @@ def _free_port() -> int:
 
 
 def _ccrl() -> list[str]:
-    return [sys.executable, "-m", "service.cli"]
+    return [sys.executable, "-m", "ccrl"]
 
 
 def _env(**extra: str) -> dict[str, str]:
@@ -48,22 +50,34 @@ def _wait_ready(url: str, proc: subprocess.Popen[bytes], timeout: float = 120) -
     raise AssertionError("server did not become ready")
 
 
-@pytest.mark.slow
-def test_ccrl_serve_with_two_workers_answers_from_outside(
-    service_bundle: Path, test_videos: list[Video], service_corpus: Path, tmp_path: Path
-) -> None:
-    from training.demo import curl_example, write_example_request
-
+@contextmanager
+def _serving(bundle: Path, env: dict[str, str], *options: str) -> Iterator[str]:
+    """A real ``ccrl serve`` process on a free port, ready; yields its URL, stops it after."""
     port = _free_port()
     url = f"http://127.0.0.1:{port}"
     proc = subprocess.Popen(
-        [*_ccrl(), "serve", "--bundle", str(service_bundle), "--port", str(port), "--workers", "2"],
-        env=_env(CCRL_MAX_BODY_BYTES="3000000"),
+        [*_ccrl(), "serve", "--bundle", str(bundle), "--port", str(port), *options],
+        env=env,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
     try:
         _wait_ready(url, proc)
+        yield url
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+
+
+@pytest.mark.slow
+def test_ccrl_serve_with_two_workers_answers_from_outside(
+    service_bundle: Path, test_videos: list[Video], service_corpus: Path, tmp_path: Path
+) -> None:
+    from ccrl.demo import curl_example
+    from training.demo import write_example_request
+
+    with _serving(service_bundle, _env(CCRL_MAX_BODY_BYTES="3000000"), "--workers", "2") as url:
+        port = int(url.rsplit(":", 1)[1])
         request = write_example_request(service_corpus, tmp_path / "example.json")
         assert "--data @" in curl_example("127.0.0.1", port, request)
         body = request.read_bytes()
@@ -86,9 +100,17 @@ def test_ccrl_serve_with_two_workers_answers_from_outside(
         )
         assert 'route="/healthz",status="200"} 4.0' in metrics  # summed over the workers
         assert "ccrl_model_info" in metrics
-    finally:
-        proc.terminate()
-        proc.wait(timeout=30)
+
+
+@pytest.mark.slow
+def test_ccrl_serve_answers_where_training_and_torch_cannot_be_imported(
+    service_bundle: Path, test_videos: list[Video], make_payload: Any, serving_image_env: Any
+) -> None:
+    """The serving images' case: no ``training`` package, no torch, no ONNX exporter."""
+    with _serving(service_bundle, _env(PYTHONPATH=serving_image_env()["PYTHONPATH"])) as url:
+        r = httpx.post(f"{url}/localize", json=make_payload(test_videos[0]), timeout=30)
+        assert r.status_code == 200, r.text
+        assert r.json()["classes"]
 
 
 def _tampered(bundle: Path, tmp: Path, how: str) -> Path:
@@ -149,7 +171,7 @@ def test_serve_without_a_bundle_says_how_to_give_one() -> None:
 def test_demo_reuses_an_existing_corpus_and_bundle(
     service_bundle: Path, service_corpus: Path, tmp_path: Path, capsys: Any
 ) -> None:
-    from training.demo import run_demo
+    from ccrl.demo import run_demo
 
     data = tmp_path / "demo"
     shutil.copytree(service_corpus, data)

@@ -171,7 +171,7 @@ def test_resume_continues_where_it_stopped(
 
 @pytest.mark.slow
 def test_cli_train_candidates_prints_the_table(tiny_corpus: Path, tmp_path: Path) -> None:
-    from service.cli import app
+    from ccrl.cli import app
 
     data = tmp_path / "corpus"
     shutil.copytree(tiny_corpus, data)  # the CLI caches next to the data: keep the fixture clean

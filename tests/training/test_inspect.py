@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from service.cli import app
+from ccrl.cli import app
 from service.tfrecord import write_videos
 from service.yt8m import AUDIO_DIM, RGB_DIM, Video
 from training.summary import format_summary, summarize
@@ -137,7 +137,7 @@ def test_format_summary_lists_every_key(corpus: Path) -> None:
 @pytest.mark.slow
 def test_ccrl_console_script(corpus: Path) -> None:
     exe = Path(sys.executable).with_name("ccrl")
-    cmd = [str(exe)] if exe.exists() else [sys.executable, "-m", "service.cli"]
+    cmd = [str(exe)] if exe.exists() else [sys.executable, "-m", "ccrl"]
     proc = subprocess.run(
         [*cmd, "inspect", str(corpus), "--json"], capture_output=True, text=True, check=False
     )

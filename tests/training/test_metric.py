@@ -484,7 +484,7 @@ def test_report_for_many_classes_shows_stats_and_extremes() -> None:
 def test_ccrl_score_cli(tmp_path: Path) -> None:
     from typer.testing import CliRunner
 
-    from service.cli import app
+    from ccrl.cli import app
     from service.tfrecord import write_videos
 
     videos = [

@@ -99,7 +99,7 @@ def test_submit_every_model_with_and_without_cg(
 
 
 def test_cli_submit_and_evaluate(bundle: Path, tiny_corpus: Path, tmp_path: Path) -> None:
-    from service.cli import app
+    from ccrl.cli import app
 
     runner = CliRunner()
     out = tmp_path / "sub.csv"

@@ -129,7 +129,7 @@ def test_same_seed_same_bytes_other_seed_differs(tmp_path: Path) -> None:
 
 
 def test_cli_writes_a_corpus(tmp_path: Path) -> None:
-    from service.cli import app
+    from ccrl.cli import app
 
     out = tmp_path / "cli"
     result = CliRunner().invoke(app, ["synth", str(out), "--videos", "12", "--classes", "6"])

@@ -1,7 +1,7 @@
-"""The ``ccrl`` command.
+"""The offline commands of ``ccrl``: they run the ``training`` package (torch, the ONNX exporter).
 
-Every subcommand imports what it needs inside its body: ``ccrl serve`` must start with the runtime
-alone (no torch, no training code), and ``ccrl --help`` must be instant.
+Each one imports what it needs inside its body, so ``ccrl --help`` stays instant. They are plain
+functions here; :mod:`ccrl.cli` registers them on the app only where the offline side is installed.
 """
 
 from __future__ import annotations
@@ -11,14 +11,6 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-
-app = typer.Typer(
-    name="ccrl",
-    help="Temporal concept localization in video with Cross-Class Relevance Learning.",
-    no_args_is_help=True,
-    add_completion=False,
-    pretty_exceptions_show_locals=False,
-)
 
 
 class CandidateModel(StrEnum):
@@ -32,7 +24,6 @@ class Preset(StrEnum):
     paper = "paper"
 
 
-@app.command()
 def synth(
     out: Annotated[Path, typer.Argument(help="Output folder (train/, validate/, test/, CSVs).")],
     videos: Annotated[int, typer.Option(help="Total number of videos over all splits.")] = 2000,
@@ -58,7 +49,6 @@ def synth(
     )
 
 
-@app.command("inspect")
 def inspect_cmd(
     paths: Annotated[list[Path], typer.Argument(help="TFRecord files, folders or globs.")],
     json_out: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
@@ -72,7 +62,6 @@ def inspect_cmd(
     run_inspect(paths, json_out=json_out, skip_corrupt=skip_corrupt)
 
 
-@app.command()
 def score(
     submission: Annotated[Path, typer.Argument(help="Kaggle submission CSV (Class,Segments).")],
     data: Annotated[list[Path], typer.Option(help="Segment-rated TFRecords (files/folders).")],
@@ -84,7 +73,6 @@ def score(
     run_score(submission, data, top=top)
 
 
-@app.command("train-candidates")
 def train_candidates(
     data: Annotated[Path, typer.Argument(help="Corpus folder with train/ and a rated split.")],
     out: Annotated[Path, typer.Option(help="Output folder for the ONNX graph(s) and report.")],
@@ -102,7 +90,6 @@ def train_candidates(
     )
 
 
-@app.command()
 def train(
     data: Annotated[Path, typer.Argument(help="Corpus folder (train/, validate/, test/).")],
     out: Annotated[Path, typer.Option(help="Bundle folder, e.g. models/NAME.")],
@@ -115,7 +102,6 @@ def train(
     run_train(data, out, preset=preset.value, seed=seed)
 
 
-@app.command()
 def evaluate(
     bundle: Annotated[Path, typer.Argument(help="Model bundle folder.")],
     data: Annotated[list[Path], typer.Option(help="Segment-rated TFRecords (files/folders).")],
@@ -127,7 +113,6 @@ def evaluate(
     run_evaluate(bundle, data, out=out)
 
 
-@app.command()
 def submit(
     bundle: Annotated[Path, typer.Argument(help="Model bundle folder.")],
     data: Annotated[list[Path], typer.Option(help="TFRecords to rank (files/folders).")],
@@ -142,22 +127,6 @@ def submit(
     run_submit(bundle, data, out, model=model, cg=not no_cg, top=top)
 
 
-@app.command()
-def serve(
-    bundle: Annotated[
-        Path | None, typer.Option(help="Model bundle (default: $CCRL_BUNDLE).")
-    ] = None,
-    host: Annotated[str, typer.Option(help="Bind address.")] = "127.0.0.1",
-    port: Annotated[int, typer.Option(help="Port.")] = 8000,
-    workers: Annotated[int, typer.Option(help="Worker processes.")] = 1,
-) -> None:
-    """Serve the localization API (runtime only: no torch, no training code)."""
-    from service.api.server import run_server
-
-    run_server(bundle=bundle, host=host, port=port, workers=workers)
-
-
-@app.command()
 def demo(
     data: Annotated[Path, typer.Option(help="Demo corpus folder.")] = Path("data/demo"),
     bundle: Annotated[Path, typer.Option(help="Demo bundle folder.")] = Path("models/demo"),
@@ -168,14 +137,19 @@ def demo(
     ] = False,
 ) -> None:
     """Build the demo corpus and bundle when missing, then serve them (`make serve`)."""
-    from training.demo import run_demo
+    from ccrl.demo import run_demo
 
     run_demo(data=data, bundle=bundle, host=host, port=port, build_only=build_only)
 
 
-def main() -> None:
-    app()
-
-
-if __name__ == "__main__":
-    main()
+# (command name, function), in the order of ``ccrl --help``.
+COMMANDS = (
+    ("synth", synth),
+    ("inspect", inspect_cmd),
+    ("score", score),
+    ("train-candidates", train_candidates),
+    ("train", train),
+    ("evaluate", evaluate),
+    ("submit", submit),
+    ("demo", demo),
+)
