@@ -325,7 +325,7 @@ def run_submit(
 ) -> Path:
     """The ``ccrl submit`` command: rank the bundle's rated classes over ``data`` with ``model``."""
     from service.tfrecord import read_videos
-    from training.metric import write_submission
+    from training.submission import write_submission
 
     t0 = time.perf_counter()
     if top < 1:
