@@ -15,14 +15,14 @@ import numpy as np
 import numpy.typing as npt
 
 if TYPE_CHECKING:
-    from training.baselines import BaselineResult, SegmentSet
+    from training.baselines import Baseline, BaselineResult, SegmentSet
     from training.stages.generators import Generators
     from training.stages.run import TrainRun
     from training.stages.validate import Validate
 
 
 @dataclass
-class Baseline:
+class FittedBaseline:
     """Stage 4, one baseline: fine-tuned on the rated ``validate/`` segments, exported to ONNX.
 
     Attributes:
@@ -36,28 +36,37 @@ class Baseline:
     info: dict[str, Any]
 
 
-def fit_lstm_baseline(
-    run: TrainRun, gens: Generators, segments: SegmentSet, val: Validate
-) -> Baseline:
-    """The LSTM segment classifier: the candidate LSTM fine-tuned on ``segments``."""
+def _fit(
+    run: TrainRun, name: str, init: Baseline, segments: SegmentSet, val: Validate
+) -> FittedBaseline:
+    """Fine-tune ``init`` on ``segments`` (CCRL's holdout), export ``baseline_{name}.onnx``."""
     from training import baselines as bl
 
     res = bl.finetune(
-        bl.baseline_from_candidate(gens.lstm),
+        init,
         segments,
         val.holdout,
         run.finetune,
         seed=run.seed,
         progress=run.progress,
-        name="lstm",
+        name=name,
     )
-    graph = bl.export_baseline(res.model, run.work / "baseline_lstm.onnx")
-    return Baseline(res, graph, res.info())
+    graph = bl.export_baseline(res.model, run.work / f"baseline_{name}.onnx")
+    return FittedBaseline(res, graph, res.info())
+
+
+def fit_lstm_baseline(
+    run: TrainRun, gens: Generators, segments: SegmentSet, val: Validate
+) -> FittedBaseline:
+    """The LSTM segment classifier: the candidate LSTM fine-tuned on ``segments``."""
+    from training.baselines import baseline_from_candidate
+
+    return _fit(run, "lstm", baseline_from_candidate(gens.lstm), segments, val)
 
 
 def fit_convnet_baseline(
     run: TrainRun, gens: Generators, segments: SegmentSet, val: Validate
-) -> tuple[Baseline, npt.NDArray[np.int64]]:
+) -> tuple[FittedBaseline, npt.NDArray[np.int64]]:
     """The ConvNet pre-trained on the ``train/`` video labels, then fine-tuned on ``segments``.
 
     Returns the baseline and int64 [C], the ``train/`` videos labelled with each class.
@@ -71,14 +80,6 @@ def fit_convnet_baseline(
     losses = bl.pretrain_convnet(
         net, train_cache, epochs=run.convnet_pretrain_epochs, seed=run.seed, progress=run.progress
     )
-    res = bl.finetune(
-        net,
-        segments,
-        val.holdout,
-        run.finetune,
-        seed=run.seed,
-        progress=run.progress,
-        name="convnet",
-    )
-    graph = bl.export_baseline(res.model, run.work / "baseline_convnet.onnx")
-    return Baseline(res, graph, {**res.info(), "pretrain_losses": losses}), train_videos
+    fit = _fit(run, "convnet", net, segments, val)
+    fit.info["pretrain_losses"] = losses
+    return fit, train_videos

@@ -12,7 +12,7 @@ import numpy.typing as npt
 from training.stages.validate import HOLDOUT_FRACTION
 
 if TYPE_CHECKING:
-    from training.stages.baselines import Baseline
+    from training.stages.baselines import FittedBaseline
     from training.stages.ccrl_fit import CcrlFit
     from training.stages.generators import Generators
     from training.stages.run import TrainRun
@@ -43,7 +43,7 @@ def train_config(
     val: Validate,
     fits: dict[str, CcrlFit],
     fit: CcrlFit,
-    baselines: dict[str, Baseline],
+    baselines: dict[str, FittedBaseline],
     ensemble: dict[str, Any],
 ) -> dict[str, Any]:
     """The manifest's ``config``: the settings, the choices made and how training went."""
@@ -79,7 +79,7 @@ def write_train_bundle(
     run: TrainRun,
     gens: Generators,
     fit: CcrlFit,
-    baselines: dict[str, Baseline],
+    baselines: dict[str, FittedBaseline],
     train_videos: npt.NDArray[np.int64],
     config: dict[str, Any],
 ) -> Path:

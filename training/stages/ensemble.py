@@ -19,7 +19,7 @@ import numpy.typing as npt
 if TYPE_CHECKING:
     from training.baselines import SegmentSet
     from training.ccrl import PairSet
-    from training.stages.baselines import Baseline
+    from training.stages.baselines import FittedBaseline
     from training.stages.ccrl_fit import CcrlFit
     from training.stages.validate import Validate
 
@@ -105,7 +105,7 @@ def choose_weights(
 
 
 def choose_ensemble(
-    fit: CcrlFit, val: Validate, segments: SegmentSet, baselines: dict[str, Baseline]
+    fit: CcrlFit, val: Validate, segments: SegmentSet, baselines: dict[str, FittedBaseline]
 ) -> dict[str, Any]:
     """Method and weights of the ensemble of CCRL and ``baselines`` (see :func:`choose_weights`)."""
     pairs = fit.pairs
