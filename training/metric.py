@@ -1,4 +1,4 @@
-"""The challenge metric: segment mAP, candidate recall, and the Kaggle submission file.
+"""The challenge metric: segment mAP and candidate recall, and the ``ccrl score`` command.
 
 One implementation, used everywhere (training reports, benchmarks, tests, ``ccrl score``).
 
@@ -19,31 +19,27 @@ The metric (docs/contracts.md, "Metric"):
 Candidate generation is judged by recall: the fraction of the positive segments of c that lie in
 the top-K videos for c (:func:`candidate_recall`, :func:`recall_at_k`).
 
-The submission file: header ``Class,Segments``, one row per class, the segments as space-separated
-``videoid:start`` tokens, best first (:func:`write_submission`, :func:`read_submission`,
-:func:`iter_submission`).
+The Kaggle submission file (writing and reading it) is ``training/submission.py``; the scoring
+functions take its rows as they stream (:func:`training.submission.iter_submission`) or any mapping.
 """
 
 from __future__ import annotations
 
-import csv
-import gzip
 import logging
-import os
-import re
 import statistics
 import sys
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from itertools import chain, compress, islice
+from itertools import compress, islice
 from pathlib import Path
-from typing import IO, TYPE_CHECKING, cast
+from typing import TYPE_CHECKING
 
 import numpy as np
 import numpy.typing as npt
 from tqdm import tqdm
 
 from service.yt8m import SEGMENT_FRAMES, segment_id
+from training.submission import Predictions, SubmissionError, iter_submission, prediction_items
 
 if TYPE_CHECKING:
     from service.yt8m import Video
@@ -53,23 +49,10 @@ log = logging.getLogger(__name__)
 TOP = 100_000
 """The challenge's cap: at most 100,000 segments per class are scored."""
 
-HEADER = ("Class", "Segments")
 POSITIVE_THRESHOLD = 0.5
 """A rating value ``>= POSITIVE_THRESHOLD`` is positive (the data uses exactly 1.0 and 0.0)."""
 
-# A whole Segments field: whitespace-separated tokens ``videoid:start``, the start an ASCII integer
-# and the video id non-empty (it may itself contain ':' -- the start follows the LAST ':').
-_FIELD_RE = re.compile(r"(?:\S+:-?[0-9]+(?:\s+|\Z))*")
-_TOKEN_RE = re.compile(r"\S+:-?[0-9]+")
-# What we write: one or more tokens separated by single spaces.
-_WRITE_RE = re.compile(r"\S+:-?[0-9]+(?: \S+:-?[0-9]+)*")
-
 RatingsLike = Mapping[int, Mapping[str, float]]
-Predictions = Mapping[int, Sequence[str]] | Iterable[tuple[int, Sequence[str]]]
-
-
-class SubmissionError(ValueError):
-    """A malformed submission file or row; the message names the file and line."""
 
 
 def _is_positive(value: float) -> bool:
@@ -333,13 +316,6 @@ class SubmissionScore:
     ignored: list[int] = field(default_factory=list)
 
 
-def _items(predictions: Predictions) -> Iterator[tuple[int, Sequence[str]]]:
-    if isinstance(predictions, Mapping):
-        yield from predictions.items()
-    else:
-        yield from predictions
-
-
 def score_submission(
     predictions: Predictions, ratings: RatingsLike, top: int = TOP, *, progress: bool = False
 ) -> SubmissionScore:
@@ -362,7 +338,7 @@ def score_submission(
     ignored: list[int] = []
     seen: set[int] = set()
     for raw_class, tokens in tqdm(
-        _items(predictions), desc="scoring", unit="class", disable=not progress
+        prediction_items(predictions), desc="scoring", unit="class", disable=not progress
     ):
         c = int(raw_class)
         if c in seen:
@@ -536,194 +512,6 @@ def candidate_recall(
     total = int(positives.sum())
     micro = {k: float(found[i].sum() / total) if total else 0.0 for i, k in enumerate(ks_t)}
     return CandidateRecall(ks_t, classes, positives, recall, mean, micro)
-
-
-# --------------------------------------------------------------------------------------------
-# The Kaggle submission file
-# --------------------------------------------------------------------------------------------
-
-
-def _raise_field_size_limit() -> None:
-    limit = sys.maxsize
-    while True:
-        try:
-            csv.field_size_limit(limit)
-            return
-        except OverflowError:
-            limit //= 2
-
-
-def _open_text(path: Path, mode: str, *, compressed: bool) -> IO[str]:
-    """Open a text CSV for ``mode`` "r" or "w", gzip-compressed or plain."""
-    encoding = "utf-8-sig" if mode == "r" else "utf-8"
-    if compressed:
-        return cast(IO[str], gzip.open(path, mode + "t", encoding=encoding, newline=""))
-    return open(path, mode, encoding=encoding, newline="")
-
-
-def _is_gzip(path: Path) -> bool:
-    with open(path, "rb") as f:
-        return f.read(2) == b"\x1f\x8b"
-
-
-def _bad_token(tokens: list[str]) -> tuple[int, str]:
-    """First token (1-based index, token) that is not ``videoid:start``."""
-    for i, tok in enumerate(tokens, 1):
-        if not _TOKEN_RE.fullmatch(tok):
-            return i, tok
-    return 0, ""  # unreachable when the field failed _FIELD_RE
-
-
-def _check_tokens(tokens: list[str], where: str) -> None:
-    for i, tok in enumerate(tokens, 1):
-        if not isinstance(tok, str) or not _TOKEN_RE.fullmatch(tok):
-            raise SubmissionError(
-                f"{where}: token {i} {tok!r} is not a segment id 'videoid:start' "
-                "(an integer start after ':', no whitespace)"
-            )
-
-
-def _join_tokens(tokens: list[str], where: str) -> str:
-    """Space-join one class's tokens, checking each is ``videoid:start`` without whitespace."""
-    try:
-        joined = " ".join(tokens)
-    except TypeError:
-        _check_tokens(tokens, where)
-        raise
-    if tokens and (joined.count(" ") != len(tokens) - 1 or not _WRITE_RE.fullmatch(joined)):
-        _check_tokens(tokens, where)
-    return joined
-
-
-def write_submission(
-    path: str | Path,
-    predictions: Predictions,
-    *,
-    top: int | None = None,
-    progress: bool = False,
-) -> Path:
-    """Write a Kaggle submission: header ``Class,Segments``, one row per class in ascending id.
-
-    Args:
-        path: the CSV to write (``.gz`` for gzip); written to a temporary file then renamed.
-        predictions: class id -> segment tokens ``"vid:start"`` best first (or ``(class, tokens)``
-            pairs); each list is truncated to ``top`` when given.
-        top: per-class cap, or None to write the lists whole.
-        progress: show a progress bar over classes.
-
-    Raises:
-        SubmissionError: a token is not ``videoid:start`` (or holds whitespace), a class repeats.
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    items = sorted(((int(c), t) for c, t in _items(predictions)), key=lambda it: it[0])
-    tmp = path.with_name(path.name + ".tmp")
-    seen: set[int] = set()
-    try:
-        with _open_text(tmp, "w", compressed=path.suffix == ".gz") as f:
-            writer = csv.writer(f, lineterminator="\n")
-            writer.writerow(HEADER)
-            for c, tokens in tqdm(items, desc="writing", unit="class", disable=not progress):
-                if c in seen:
-                    raise SubmissionError(f"class {c} is listed twice")
-                if c < 0:
-                    raise SubmissionError(f"class {c}: class ids are non-negative")
-                seen.add(c)
-                toks = list(tokens if top is None else tokens[:top])
-                joined = _join_tokens(toks, f"class {c}")
-                if "," in joined or '"' in joined:
-                    writer.writerow((c, joined))  # quoted as CSV requires
-                else:
-                    f.write(f"{c},{joined}\n")  # what csv.writer writes, without its scan
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return path
-
-
-def _csv_rows(f: IO[str], path: Path) -> Iterator[tuple[int, list[str]]]:
-    """Non-blank CSV rows as (line number where the row starts, fields).
-
-    A line without a quote character is split on commas directly (what the csv module would do,
-    an order of magnitude faster on 100,000-token fields); a line with one goes through
-    ``csv.reader``, which pulls continuation lines for a quoted field spanning lines.
-    """
-    _raise_field_size_limit()
-    lines = iter(f)
-    number = 0
-    for text in lines:
-        number += 1
-        if '"' in text:
-            reader = csv.reader(chain([text], lines), strict=True)
-            try:
-                row = next(reader, [])
-            except csv.Error as e:
-                raise SubmissionError(f"{path}: line {number}: bad CSV quoting: {e}") from None
-            start, number = number, number + reader.line_num - 1
-            if row:
-                yield start, row
-            continue
-        text = text.rstrip("\r\n")
-        if text:
-            yield number, text.split(",")
-
-
-def iter_submission(path: str | Path) -> Iterator[tuple[int, list[str]]]:
-    """Stream a submission's rows as ``(class_id, tokens)``, validating each row as it goes.
-
-    Memory holds one row at a time. Blank lines are skipped; an empty Segments field is an empty
-    list; a UTF-8 BOM and a gzip-compressed file (detected from its magic bytes) are accepted.
-
-    Raises:
-        SubmissionError: naming the file and line: empty file or wrong header, a row without
-            exactly two fields, a non-integer or negative class, a token that is not
-            ``videoid:start`` with an integer start, a class that appears on two rows.
-    """
-    path = Path(path)
-    seen: dict[int, int] = {}
-    with _open_text(path, "r", compressed=_is_gzip(path)) as f:
-        rows = _csv_rows(f, path)
-        first = next(rows, None)
-        if first is None:
-            raise SubmissionError(f"{path}: line 1: missing header 'Class,Segments' (empty file)")
-        header_line, header = first
-        if tuple(h.strip() for h in header) != HEADER:
-            raise SubmissionError(
-                f"{path}: line {header_line}: expected header 'Class,Segments', "
-                f"got {','.join(header)!r}"
-            )
-        for line, row in rows:
-            if len(row) != 2:
-                raise SubmissionError(
-                    f"{path}: line {line}: expected 2 fields 'Class,Segments', got {len(row)}"
-                )
-            raw_class, segments = row
-            try:
-                c = int(raw_class)
-            except ValueError:
-                raise SubmissionError(
-                    f"{path}: line {line}: class {raw_class!r} is not an integer"
-                ) from None
-            if c < 0:
-                raise SubmissionError(f"{path}: line {line}: class {c} is negative")
-            if c in seen:
-                raise SubmissionError(
-                    f"{path}: line {line}: class {c} already listed on line {seen[c]}"
-                )
-            seen[c] = line
-            segments = segments.strip()
-            if not _FIELD_RE.fullmatch(segments):
-                i, tok = _bad_token(segments.split())
-                raise SubmissionError(
-                    f"{path}: line {line}: class {c}: token {i} {tok!r} is not a segment id "
-                    "'videoid:start' with an integer start"
-                )
-            yield c, segments.split()
-
-
-def read_submission(path: str | Path) -> dict[int, list[str]]:
-    """Read a whole submission: {class id: tokens best first}; see :func:`iter_submission`."""
-    return dict(iter_submission(path))
 
 
 # --------------------------------------------------------------------------------------------

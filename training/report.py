@@ -18,11 +18,15 @@ import re
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from service.bundle import Bundle, load_bundle
+
+if TYPE_CHECKING:
+    from training.metric import Ratings
+    from training.submit import CorpusScores
 
 MODEL_ORDER = ("convnet", "lstm", "ccrl", "ensemble")
 
@@ -68,11 +72,39 @@ def evaluate(
     k: int | None = None,
 ) -> dict[str, Any]:
     """Score the rated corpus ``data`` with every model of the bundle; returns the report dict."""
+    t0 = time.perf_counter()
+    cs, ratings = _score(bundle, data, threads=threads, progress=progress, k=k)
+    table2, per_class = map_table(cs, ratings)
+    ap_classes = sorted(int(c) for c in per_class["ccrl"]["cg"])
+    groups, group_kind = class_groups(bundle, data)
+    best_single, checks = paper_checks(table2)
+    return {
+        "bundle": str(bundle.path),
+        "data": [str(p) for p in data],
+        "videos": len(cs.video_ids),
+        "ratings": ratings.num_ratings,
+        "classes_with_positives": len(ap_classes),
+        "ensemble": cs.ensemble,
+        "table1": recall_table(cs, ratings, bundle.num_classes),
+        "table2": table2,
+        "best_single_model_cg": best_single,
+        "checks": checks,
+        "cg_headroom": cg_headroom(ratings),
+        "per_class_ap": per_class,
+        "groups": {"kind": group_kind, "by_group": group_ap(per_class, ap_classes, groups)},
+        "rare_vs_frequent": rare_vs_frequent(bundle, per_class, ap_classes),
+        "seconds": {**cs.seconds, "total": round(time.perf_counter() - t0, 2)},
+    }
+
+
+def _score(
+    bundle: Bundle, data: Sequence[Path], *, threads: int, progress: bool, k: int | None
+) -> tuple[CorpusScores, Ratings]:
+    """Every model's scores on the rated corpus ``data`` (with and without CG), and its ratings."""
     from service.tfrecord import read_videos
-    from training.metric import Ratings, candidate_recall, score_submission
+    from training.metric import Ratings
     from training.submit import score_corpus
 
-    t0 = time.perf_counter()
     videos = list(read_videos(list(data), progress=False))
     if not videos:
         raise ValueError(f"no videos in {[str(p) for p in data]}")
@@ -92,15 +124,20 @@ def evaluate(
         progress=progress,
         total=len(videos),
     )
-    del videos
+    return cs, ratings
+
+
+def recall_table(cs: CorpusScores, ratings: Ratings, num_classes: int) -> dict[str, Any]:
+    """Table 1: candidate recall of the generator at K (and a few other K), and what CG keeps."""
+    from training.metric import candidate_recall
+
     cls = cs.classes
-    # Table 1: candidate recall of the generator at K (and a few other K)
-    full = np.zeros((len(cs.video_ids), bundle.num_classes), np.float32)
+    full = np.zeros((len(cs.video_ids), num_classes), np.float32)
     full[:, cls] = cs.video_probs
     ks = sorted({1, max(1, cs.k // 2), cs.k, min(2 * cs.k, len(cs.video_ids))})
     rec = candidate_recall(cs.video_ids, full, _restrict(ratings, cls), ks)
     segs_cg = int(sum(len(cs.candidate_rows(r, True)) for r in range(len(cls))))
-    table1 = {
+    return {
         "k": cs.k,
         "videos": len(cs.video_ids),
         "segments": cs.num_segments,
@@ -111,9 +148,20 @@ def evaluate(
         "reduction_factor": cs.num_segments * len(cls) / max(segs_cg, 1),
         "per_class_recall_at_k": {str(c): v for c, v in rec.per_class(cs.k).items()},
     }
-    # Table 2: mAP of every model, with and without CG
-    table2: dict[str, dict[str, float]] = {}
-    per_class: dict[str, dict[str, dict[str, float]]] = {}
+
+
+Table2 = dict[str, dict[str, float]]
+"""model -> ``cg`` / ``no_cg`` -> mAP."""
+PerClassAP = dict[str, dict[str, dict[str, float]]]
+"""model -> ``cg`` / ``no_cg`` -> class id (as a string) -> AP."""
+
+
+def map_table(cs: CorpusScores, ratings: Ratings) -> tuple[Table2, PerClassAP]:
+    """Table 2: mAP of every model with and without CG (``{model: {cg, no_cg}}``); per-class AP."""
+    from training.metric import score_submission
+
+    table2: Table2 = {}
+    per_class: PerClassAP = {}
     for m in _models(cs.models):
         table2[m], per_class[m] = {}, {}
         for cg in (True, False):
@@ -121,20 +169,34 @@ def evaluate(
             res = score_submission(cs.ranked(m, cg), ratings)
             table2[m][key] = res.map
             per_class[m][key] = {str(c): s.ap for c, s in res.per_class.items()}
-    groups, group_kind = class_groups(bundle, data)
-    ap_classes = sorted(int(c) for c in per_class["ccrl"]["cg"])
-    by_group: dict[str, dict[str, list[int] | dict[str, float]]] = {}
+    return table2, per_class
+
+
+def _mean_ap(per_class: PerClassAP, model: str, classes: Sequence[int]) -> float:
+    """Mean AP with CG of ``model`` over ``classes`` (non-empty)."""
+    return float(np.mean([per_class[model]["cg"][str(c)] for c in classes]))
+
+
+def group_ap(
+    per_class: PerClassAP, ap_classes: list[int], groups: Mapping[int, str]
+) -> dict[str, dict[str, Any]]:
+    """Figure 3: ``{group: {"classes": [ids], "mean_ap": {model: mean AP with CG}}}``."""
+    by_group: dict[str, dict[str, Any]] = {}
     for c in ap_classes:
-        g = groups.get(c, "(none)")
-        by_group.setdefault(g, {"classes": []})["classes"].append(c)  # type: ignore[union-attr]
+        by_group.setdefault(groups.get(c, "(none)"), {"classes": []})["classes"].append(c)
     for info in by_group.values():
-        members = info["classes"]
-        assert isinstance(members, list)
-        info["mean_ap"] = {
-            m: float(np.mean([per_class[m]["cg"][str(c)] for c in members])) for m in per_class
-        }
-    # rare vs frequent: videos labelled with the class in train/ (recorded in the manifest), else
-    # the class's positives in the bank
+        info["mean_ap"] = {m: _mean_ap(per_class, m, info["classes"]) for m in per_class}
+    return by_group
+
+
+def rare_vs_frequent(
+    bundle: Bundle, per_class: PerClassAP, ap_classes: list[int]
+) -> dict[str, Any]:
+    """Mean AP with CG over the rare and the frequent classes (split at the median count).
+
+    The count is the ``train/`` videos labelled with the class (recorded in the manifest), else
+    the class's positives in the bank.
+    """
     raw_classes = bundle.manifest.raw.get("classes", [])
     train_videos = {int(c["id"]): c.get("train_videos") for c in raw_classes}
     if all(train_videos.get(c) is not None for c in ap_classes):
@@ -146,23 +208,22 @@ def evaluate(
     median = float(np.median(list(counts.values()))) if counts else 0.0
     rare = [c for c in ap_classes if counts[c] <= median]
     frequent = [c for c in ap_classes if counts[c] > median]
-    rare_freq = {
+    return {
         "split": f"{what}: <= {median:g} (rare) vs > {median:g} (frequent)",
         "rare_classes": len(rare),
         "frequent_classes": len(frequent),
         "mean_ap": {
             m: {
-                "rare": float(np.mean([per_class[m]["cg"][str(c)] for c in rare]))
-                if rare
-                else None,
-                "frequent": float(np.mean([per_class[m]["cg"][str(c)] for c in frequent]))
-                if frequent
-                else None,
+                "rare": _mean_ap(per_class, m, rare) if rare else None,
+                "frequent": _mean_ap(per_class, m, frequent) if frequent else None,
             }
             for m in per_class
         },
     }
-    cg_room = cg_headroom(ratings)
+
+
+def paper_checks(table2: Table2) -> tuple[str, dict[str, bool]]:
+    """The best single model with CG, and the paper's claims checked on Table 2."""
     singles = [m for m in table2 if m != "ensemble"]
     best_single = max(singles, key=lambda m: table2[m]["cg"])
     checks = {
@@ -174,23 +235,7 @@ def evaluate(
             else False
         ),
     }
-    return {
-        "bundle": str(bundle.path),
-        "data": [str(p) for p in data],
-        "videos": len(cs.video_ids),
-        "ratings": ratings.num_ratings,
-        "classes_with_positives": len(ap_classes),
-        "ensemble": cs.ensemble,
-        "table1": table1,
-        "table2": table2,
-        "best_single_model_cg": best_single,
-        "checks": checks,
-        "cg_headroom": cg_room,
-        "per_class_ap": per_class,
-        "groups": {"kind": group_kind, "by_group": by_group},
-        "rare_vs_frequent": rare_freq,
-        "seconds": {**cs.seconds, "total": round(time.perf_counter() - t0, 2)},
-    }
+    return best_single, checks
 
 
 def cg_headroom(ratings: Mapping[int, Mapping[str, int]]) -> dict[str, int]:
@@ -217,14 +262,24 @@ def _restrict(ratings: Mapping[int, Mapping[str, int]], cls: np.ndarray) -> dict
 
 
 def format_markdown(rep: Mapping[str, Any]) -> str:
-    """The report as markdown."""
-    t1, t2 = rep["table1"], rep["table2"]
+    """The report as markdown: one section per table, each with its plot."""
     lines = [
         "# CCRL evaluation report",
         "",
         f"Data: {', '.join(rep['data'])} ({rep['videos']} videos, {rep['ratings']} rated pairs, "
         f"{rep['classes_with_positives']} classes with positives). Bundle: `{rep['bundle']}`.",
         "",
+        *_md_recall(rep["table1"]),
+        *_md_map(rep),
+        *_md_groups(rep["groups"], list(rep["per_class_ap"])),
+        *_md_rare_frequent(rep["rare_vs_frequent"]),
+    ]
+    return "\n".join(lines)
+
+
+def _md_recall(t1: Mapping[str, Any]) -> list[str]:
+    """Table 1: candidate recall at K, and the recall curve."""
+    return [
         "## Table 1 analogue: candidate generation",
         "",
         f"Top **K = {t1['k']}** videos per class (1/20 of the videos): average recall "
@@ -236,15 +291,25 @@ def format_markdown(rep: Mapping[str, Any]) -> str:
         "|---|---|",
         *[f"| {k} | {v:.4f} |" for k, v in t1["recall_curve"].items()],
         "",
+    ]
+
+
+def _md_map(rep: Mapping[str, Any]) -> list[str]:
+    """Table 2: mAP with and without CG, the ensemble, the checks and what CG can gain."""
+    ens, room = rep["ensemble"], rep["cg_headroom"]
+    none_outside = (
+        " (none: on this data CG cannot raise mAP, it can only lose the positives outside the "
+        "top K)."
+    )
+    return [
         "## Table 2 analogue: mAP with and without candidate generation",
         "",
         "| Model | Without CG | With CG |",
         "|---|---|---|",
-        *[f"| {m} | {v['no_cg']:.4f} | {v['cg']:.4f} |" for m, v in t2.items()],
+        *[f"| {m} | {v['no_cg']:.4f} | {v['cg']:.4f} |" for m, v in rep["table2"].items()],
         "",
-        f"Ensemble: weighted {rep['ensemble'].get('method', '?')} of "
-        f"{rep['ensemble'].get('members', [])} with weights {rep['ensemble'].get('weights')} "
-        "(averaging and CCRL weight chosen on the validate 10% holdout).",
+        f"Ensemble: weighted {ens.get('method', '?')} of {ens.get('members', [])} with weights "
+        f"{ens.get('weights')} (averaging and CCRL weight chosen on the validate 10% holdout).",
         "",
         "Checks:",
         "",
@@ -252,28 +317,30 @@ def format_markdown(rep: Mapping[str, Any]) -> str:
         "",
         "What CG can gain here: the metric drops unrated segments, so CG can only help by removing "
         "rated negatives that lie in videos outside the class's top K. "
-        f"{rep['cg_headroom']['negatives_outside']} of {rep['cg_headroom']['negatives']} rated "
+        f"{room['negatives_outside']} of {room['negatives']} rated "
         "negatives lie in videos without a positive rating of their class"
-        + (
-            " (none: on this data CG cannot raise mAP, it can only lose the positives outside the "
-            "top K)."
-            if rep["cg_headroom"]["negatives_outside"] == 0
-            else "."
-        ),
+        + (none_outside if room["negatives_outside"] == 0 else "."),
         "",
-        f"## Figure 3 analogue: per-class AP (with CG) by {rep['groups']['kind']}",
-        "",
-        "| Group | Classes | " + " | ".join(rep["per_class_ap"]) + " |",
-        "|---|---|" + "---|" * len(rep["per_class_ap"]),
     ]
-    for g, info in sorted(rep["groups"]["by_group"].items(), key=lambda kv: _natural(kv[0])):
-        vals = " | ".join(f"{info['mean_ap'][m]:.3f}" for m in rep["per_class_ap"])
+
+
+def _md_groups(groups: Mapping[str, Any], models: list[str]) -> list[str]:
+    """Figure 3: mean per-class AP (with CG) of each group, one column per model."""
+    lines = [
+        f"## Figure 3 analogue: per-class AP (with CG) by {groups['kind']}",
+        "",
+        "| Group | Classes | " + " | ".join(models) + " |",
+        "|---|---|" + "---|" * len(models),
+    ]
+    for g, info in _sorted_groups(groups):
+        vals = " | ".join(f"{info['mean_ap'][m]:.3f}" for m in models)
         lines.append(f"| {g} | {len(info['classes'])} | {vals} |")
-    rf = rep["rare_vs_frequent"]
-    lines += [
-        "",
-        "![per-cluster AP](per_cluster_ap.png)",
-        "",
+    return [*lines, "", "![per-cluster AP](per_cluster_ap.png)", ""]
+
+
+def _md_rare_frequent(rf: Mapping[str, Any]) -> list[str]:
+    """Mean AP (with CG) of the rare and the frequent classes, and the two plots' links."""
+    lines = [
         "## Rare vs frequent classes (AP with CG)",
         "",
         f"Split: {rf['split']} ({rf['rare_classes']} rare, {rf['frequent_classes']} frequent).",
@@ -285,8 +352,12 @@ def format_markdown(rep: Mapping[str, Any]) -> str:
         r = "-" if v["rare"] is None else f"{v['rare']:.4f}"
         f = "-" if v["frequent"] is None else f"{v['frequent']:.4f}"
         lines.append(f"| {m} | {r} | {f} |")
-    lines += ["", "![table 2](table2_map.png) ![rare vs frequent](rare_frequent.png)", ""]
-    return "\n".join(lines)
+    return [*lines, "", "![table 2](table2_map.png) ![rare vs frequent](rare_frequent.png)", ""]
+
+
+def _sorted_groups(groups: Mapping[str, Any]) -> list[tuple[str, dict[str, Any]]]:
+    """The groups' ``(label, info)`` in natural order ("cluster 2" before "cluster 10")."""
+    return sorted(groups["by_group"].items(), key=lambda kv: _natural(kv[0]))
 
 
 def _paired_bars(
@@ -319,51 +390,48 @@ def plot_report(rep: Mapping[str, Any], out: Path) -> list[Path]:
     import matplotlib
 
     matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    paths = []
-    t2 = rep["table2"]
-    paths.append(
+    t2, rf = rep["table2"], rep["rare_vs_frequent"]["mean_ap"]
+    return [
         _paired_bars(
             out / "table2_map.png",
             {m: (t2[m]["no_cg"], t2[m]["cg"]) for m in t2},
             ("without CG", "with CG"),
             "mAP",
             "Table 2 analogue",
-        )
-    )
-
-    pcs = rep["per_class_ap"]
-    groups = sorted(rep["groups"]["by_group"].items(), key=lambda kv: _natural(kv[0]))
-    shown = [m for m in ("ccrl", "lstm") if m in pcs]
-    order = [(g, c) for g, info in groups for c in info["classes"]]
-    fig, ax = plt.subplots(figsize=(max(6, 0.18 * len(order) + 2), 4))
-    xs = np.arange(len(order))
-    for i, m in enumerate(shown):
-        ax.bar(xs + (i - 0.5) * 0.4, [pcs[m]["cg"][str(c)] for _, c in order], 0.4, label=m)
-    bounds = np.cumsum([len(info["classes"]) for _, info in groups])[:-1]
-    for b in bounds:
-        ax.axvline(b - 0.5, color="grey", lw=0.6)
-    ax.set_xticks(xs, [str(c) for _, c in order], fontsize=6, rotation=90)
-    ax.set_ylabel("AP (with CG)")
-    ax.set_title(f"Figure 3 analogue: per-class AP, grouped by {rep['groups']['kind']}")
-    ax.legend(loc="lower left")
-    fig.tight_layout()
-    paths.append(out / "per_cluster_ap.png")
-    fig.savefig(paths[-1], dpi=100)
-    plt.close(fig)
-
-    rf = rep["rare_vs_frequent"]["mean_ap"]
-    paths.append(
+        ),
+        _per_class_bars(out / "per_cluster_ap.png", rep["per_class_ap"], rep["groups"]),
         _paired_bars(
             out / "rare_frequent.png",
             {m: (rf[m]["rare"] or 0.0, rf[m]["frequent"] or 0.0) for m in rf},
             ("rare classes", "frequent classes"),
             "mean AP (with CG)",
             "Rare vs frequent classes",
-        )
-    )
-    return paths
+        ),
+    ]
+
+
+def _per_class_bars(path: Path, per_class: PerClassAP, groups: Mapping[str, Any]) -> Path:
+    """Figure 3: AP with CG of every class (CCRL and LSTM bars), grouped, saved to ``path``."""
+    import matplotlib.pyplot as plt
+
+    ordered = _sorted_groups(groups)
+    shown = [m for m in ("ccrl", "lstm") if m in per_class]
+    order = [(g, c) for g, info in ordered for c in info["classes"]]
+    fig, ax = plt.subplots(figsize=(max(6, 0.18 * len(order) + 2), 4))
+    xs = np.arange(len(order))
+    for i, m in enumerate(shown):
+        ax.bar(xs + (i - 0.5) * 0.4, [per_class[m]["cg"][str(c)] for _, c in order], 0.4, label=m)
+    bounds = np.cumsum([len(info["classes"]) for _, info in ordered])[:-1]
+    for b in bounds:
+        ax.axvline(b - 0.5, color="grey", lw=0.6)
+    ax.set_xticks(xs, [str(c) for _, c in order], fontsize=6, rotation=90)
+    ax.set_ylabel("AP (with CG)")
+    ax.set_title(f"Figure 3 analogue: per-class AP, grouped by {groups['kind']}")
+    ax.legend(loc="lower left")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
 
 
 def write_report(rep: Mapping[str, Any], out: Path) -> dict[str, Path]:

@@ -193,52 +193,21 @@ def score_corpus(
         k: videos per class for CG (default :func:`cg_k` of the corpus size).
         threads: ONNX Runtime / XGBoost threads.
     """
-    from training.baselines import BaselineRunner
-    from training.ccrl import CandidateRunner
-
     t0 = time.perf_counter()
     want_ccrl, baselines = _needed(models, bundle)
     cls = np.asarray(bundle.rated_classes if classes is None else classes, np.int64).reshape(-1)
     if cls.size == 0:
         raise ValueError("no classes to rank")
-    runner = CandidateRunner(bundle.candidate_path, threads=threads)
-    base_runners = {n: BaselineRunner(bundle.baseline_paths[n], threads=threads) for n in baselines}
-    outputs: list[VideoOutputs] = []
-    base_scores: dict[str, list[F32]] = {n: [] for n in baselines}
-    for v in tqdm(videos, desc="score videos", unit="video", total=total, disable=not progress):
-        o = runner(v)
-        if not want_ccrl:  # keep only what ranking needs
-            o.segment_embeddings = o.segment_embeddings[:, :0]
-        outputs.append(o)
-        if baselines:
-            if v.num_frames == 0:
-                for n in baselines:
-                    base_scores[n].append(np.zeros((0, len(cls)), np.float32))
-                continue
-            frames = v.features()
-            for n, br in base_runners.items():
-                base_scores[n].append(br(frames)[:, cls])
-    if not outputs:
-        raise ValueError("no videos to rank")
+    videos = tqdm(videos, desc="score videos", unit="video", total=total, disable=not progress)
+    outputs, scores = _run_models(bundle, videos, cls, baselines, want_ccrl, threads)
     t1 = time.perf_counter()
-    num_seg = np.array([o.num_segments for o in outputs], np.int64)
-    seg_video = np.repeat(np.arange(len(outputs), dtype=np.int64), num_seg)
-    seg_start = (
-        np.concatenate([np.arange(n, dtype=np.int64) for n in num_seg.tolist()]) * SEGMENT_FRAMES
-    )
+    num_seg, seg_video, seg_start = _segment_index(outputs)
     vp = np.stack([o.video_probs[cls] for o in outputs]).astype(np.float32)
     kk = cg_k(len(outputs)) if k is None else max(1, min(int(k), len(outputs)))
-    cg_mask = np.zeros(vp.shape, bool)
-    top_rows = np.argsort(-vp, axis=0, kind="stable")[:kk]  # [K, R]
-    cg_mask[top_rows, np.arange(len(cls))[None, :]] = True
-    scores: dict[str, F32] = {}
-    for n in baselines:
-        scores[n] = np.concatenate(base_scores[n]).astype(np.float32)
+    cg_mask = _top_k_mask(vp, kk)
     if want_ccrl:
-        only_cg = all(cg_modes)
-        scores["ccrl"] = _score_ccrl(
-            bundle, outputs, cls, cg_mask if only_cg else None, num_seg, progress=progress
-        )
+        only_cg = cg_mask if all(cg_modes) else None
+        scores["ccrl"] = _score_ccrl(bundle, outputs, cls, only_cg, num_seg, progress=progress)
     t2 = time.perf_counter()
     return CorpusScores(
         [o.id for o in outputs],
@@ -252,6 +221,55 @@ def score_corpus(
         dict(bundle.manifest.config.get("ensemble", {})),
         {"models_seconds": round(t1 - t0, 2), "ccrl_seconds": round(t2 - t1, 2)},
     )
+
+
+def _run_models(
+    bundle: Bundle,
+    videos: Iterable[Video],
+    cls: I64,
+    baselines: list[str],
+    want_ccrl: bool,
+    threads: int,
+) -> tuple[list[VideoOutputs], dict[str, F32]]:
+    """The candidate model's outputs of every video, and each baseline's scores float32 [N, R]
+    of the classes ``cls`` (N segments over all videos, in reading order)."""
+    from training.baselines import BaselineRunner
+    from training.ccrl import CandidateRunner
+
+    runner = CandidateRunner(bundle.candidate_path, threads=threads)
+    base_runners = {n: BaselineRunner(bundle.baseline_paths[n], threads=threads) for n in baselines}
+    outputs: list[VideoOutputs] = []
+    base_scores: dict[str, list[F32]] = {n: [] for n in baselines}
+    for v in videos:
+        o = runner(v)
+        if not want_ccrl:  # keep only what ranking needs
+            o.segment_embeddings = o.segment_embeddings[:, :0]
+        outputs.append(o)
+        if not baselines:
+            continue
+        frames = v.features() if v.num_frames else None
+        for n, br in base_runners.items():
+            probs = br(frames)[:, cls] if frames is not None else np.zeros((0, len(cls)))
+            base_scores[n].append(probs.astype(np.float32, copy=False))
+    if not outputs:
+        raise ValueError("no videos to rank")
+    return outputs, {n: np.concatenate(s).astype(np.float32) for n, s in base_scores.items()}
+
+
+def _segment_index(outputs: Sequence[VideoOutputs]) -> tuple[I64, I64, I64]:
+    """Segments per video int64 [V], and each segment's video index and start frame, int64 [N]."""
+    num_seg = np.array([o.num_segments for o in outputs], np.int64)
+    seg_video = np.repeat(np.arange(len(outputs), dtype=np.int64), num_seg)
+    starts = [np.arange(n, dtype=np.int64) for n in num_seg.tolist()]
+    return num_seg, seg_video, np.concatenate(starts) * SEGMENT_FRAMES
+
+
+def _top_k_mask(video_probs: F32, k: int) -> npt.NDArray[np.bool_]:
+    """bool [V, R]: True where the video is among the top ``k`` of the class column (stable)."""
+    mask = np.zeros(video_probs.shape, bool)
+    top_rows = np.argsort(-video_probs, axis=0, kind="stable")[:k]  # [K, R]
+    mask[top_rows, np.arange(video_probs.shape[1])[None, :]] = True
+    return mask
 
 
 def _score_ccrl(
@@ -325,7 +343,7 @@ def run_submit(
 ) -> Path:
     """The ``ccrl submit`` command: rank the bundle's rated classes over ``data`` with ``model``."""
     from service.tfrecord import read_videos
-    from training.metric import write_submission
+    from training.submission import write_submission
 
     t0 = time.perf_counter()
     if top < 1:

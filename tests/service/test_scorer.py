@@ -83,7 +83,7 @@ def test_service_scores_equal_ccrl_submit_scores(
     """Parity: the service's scores for a video equal the offline ``ccrl submit`` scores for the
     same video and bundle (every rated class, no candidate generation)."""
     from service.tfrecord import write_videos
-    from training.metric import read_submission
+    from training.submission import read_submission
     from training.submit import run_submit, score_corpus
 
     bundle = load_bundle(service_bundle)

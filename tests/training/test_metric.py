@@ -12,20 +12,17 @@ import pytest
 
 from training.metric import (
     Ratings,
-    SubmissionError,
     average_precision,
     candidate_recall,
     format_report,
-    iter_submission,
     mean_average_precision,
     per_class_average_precision,
     positives_by_video,
-    read_submission,
     recall_at_k,
     score_class,
     score_submission,
-    write_submission,
 )
+from training.submission import SubmissionError, iter_submission, read_submission, write_submission
 
 # --------------------------------------------------------------------------------------------
 # A deliberately naive reference, straight from the formula (no shortcuts, simple loops).

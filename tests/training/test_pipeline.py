@@ -14,8 +14,10 @@ from typer.testing import CliRunner
 from service.bundle import load_bundle
 from service.features import build_pair_features
 from service.tfrecord import read_videos
-from training.metric import Ratings, mean_average_precision, read_submission
-from training.pipeline import read_rated_classes, run_train
+from training.metric import Ratings, mean_average_precision
+from training.pipeline import run_train
+from training.stages.bundle import read_rated_classes
+from training.submission import read_submission
 from training.submit import cg_k, run_submit, score_corpus
 
 pytestmark = pytest.mark.slow
