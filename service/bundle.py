@@ -17,7 +17,8 @@ import numpy as np
 import numpy.typing as npt
 import xgboost as xgb
 
-from service.features import FEATURE_NAMES, FEATURE_TYPES, ClassBank, PairMatrix
+from service.bank import ClassBank
+from service.features import FEATURE_NAMES, FEATURE_TYPES, PairMatrix
 
 FORMAT_VERSION = 1
 MANIFEST = "manifest.json"

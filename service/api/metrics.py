@@ -20,7 +20,7 @@ from prometheus_client import (
     generate_latest,
 )
 
-from service.features import ClassBank
+from service.bank import ClassBank
 from service.stores.base import StoreListener
 
 STAGES = ("decode", "candidate", "features", "gbm", "rank", "index", "bank")
