@@ -140,10 +140,6 @@ class Bundle:
         """Videos kept per class by candidate generation (for corpus-level ranking)."""
         return int(self.manifest.config.get("cg_top_k", 0))
 
-    def predict(self, pairs: PairMatrix) -> npt.NDArray[np.float32]:
-        """CCRL relevance of every pair: float32 [len(pairs)]."""
-        return predict_pairs(self.booster, pairs)
-
 
 def sha256_file(path: str | Path) -> str:
     """Hex sha256 of a file, read in 1 MiB blocks."""

@@ -10,7 +10,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from service.yt8m import MAX_FRAMES, SEGMENT_FRAMES
+from service.yt8m import MAX_FRAMES
 
 FRAMES_SCHEMA: dict[str, Any] = {
     "description": (
@@ -34,7 +34,6 @@ FRAMES_SCHEMA: dict[str, Any] = {
 Frames = Annotated[list[Any] | dict[str, Any], Field(json_schema_extra=FRAMES_SCHEMA)]
 VideoId = Annotated[str, Field(min_length=1, max_length=256, pattern=r"^[^\x00-\x1f]+$")]
 ClassId = Annotated[int, Field(ge=0)]
-MAX_SEGMENTS = MAX_FRAMES // SEGMENT_FRAMES
 
 
 class _Strict(BaseModel):
