@@ -22,14 +22,9 @@ import numpy as np
 import xgboost as xgb
 
 from loadtests.timing import best_of
+from service.bank import ClassBank, unit_rows
 from service.bundle import predict_pairs
-from service.features import (
-    FEATURE_NAMES,
-    FEATURE_TYPES,
-    ClassBank,
-    build_pair_features,
-    unit_rows,
-)
+from service.features import FEATURE_NAMES, FEATURE_TYPES, build_pair_features
 
 
 def brute_sims(u: np.ndarray, bank: ClassBank, cls: np.ndarray, video: str) -> np.ndarray:
@@ -67,7 +62,7 @@ def main(argv: list[str] | None = None) -> None:
     cls = np.argsort(-vp)[:k].astype(np.int64)
     own = str(bank.emb_video[0])
     bank.video_entries(own)  # build the per-video index once, as a long-lived service does
-    bank._class_groups()
+    bank.class_groups()
 
     u = unit_rows(se)
     pm = build_pair_features(vp, sp, se, cls, bank, own)

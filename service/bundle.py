@@ -17,7 +17,8 @@ import numpy as np
 import numpy.typing as npt
 import xgboost as xgb
 
-from service.features import FEATURE_NAMES, FEATURE_TYPES, ClassBank, PairMatrix
+from service.bank import ClassBank
+from service.features import FEATURE_NAMES, FEATURE_TYPES, PairMatrix
 
 FORMAT_VERSION = 1
 MANIFEST = "manifest.json"
@@ -138,10 +139,6 @@ class Bundle:
     def cg_top_k(self) -> int:
         """Videos kept per class by candidate generation (for corpus-level ranking)."""
         return int(self.manifest.config.get("cg_top_k", 0))
-
-    def predict(self, pairs: PairMatrix) -> npt.NDArray[np.float32]:
-        """CCRL relevance of every pair: float32 [len(pairs)]."""
-        return predict_pairs(self.booster, pairs)
 
 
 def sha256_file(path: str | Path) -> str:

@@ -24,8 +24,9 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from service.bank import ClassBank
 from service.bundle import Bundle, predict_pairs
-from service.features import ClassBank, build_pair_features
+from service.features import build_pair_features
 from service.yt8m import FEATURE_DIM, SEGMENT_FRAMES
 
 F32 = npt.NDArray[np.float32]

@@ -62,6 +62,16 @@ def segment_starts(num_frames: int) -> I64:
     return np.arange(num_segments(num_frames), dtype=np.int64) * SEGMENT_FRAMES
 
 
+def segment_end(start: int) -> int:
+    """The end frame (exclusive) of the segment that starts at frame ``start``."""
+    return int(start) + SEGMENT_FRAMES
+
+
+def segment_ends(starts: I64) -> I64:
+    """The end frames (exclusive) of segments: int64 [n] start frames -> int64 [n]."""
+    return np.asarray(starts, dtype=np.int64) + SEGMENT_FRAMES
+
+
 def segment_id(video_id: str, start: int) -> str:
     """The challenge's segment token ``"{video_id}:{start}"``."""
     return f"{video_id}:{int(start)}"

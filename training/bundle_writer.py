@@ -20,8 +20,9 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import xgboost as xgb
 
+from service.bank import ClassBank
 from service.bundle import FORMAT_VERSION, MANIFEST, sha256_file
-from service.features import CATEGORICAL, FEATURE_NAMES, ClassBank
+from service.features import CATEGORICAL, FEATURE_NAMES
 
 if TYPE_CHECKING:
     from service.vocab import Vocabulary

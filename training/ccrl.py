@@ -25,13 +25,9 @@ import numpy.typing as npt
 import xgboost as xgb
 from tqdm.auto import tqdm
 
+from service.bank import ClassBank
 from service.bundle import make_ort_session, predict_pairs
-from service.features import (
-    FEATURE_NAMES,
-    FEATURE_TYPES,
-    ClassBank,
-    build_pair_features,
-)
+from service.features import FEATURE_NAMES, FEATURE_TYPES, build_pair_features
 from service.yt8m import SEGMENT_FRAMES, Video, segment_id
 
 log = logging.getLogger(__name__)

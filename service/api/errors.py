@@ -18,6 +18,7 @@ from fastapi.responses import JSONResponse
 from pydantic import ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from service.api.schemas import error_body
 from service.decode import InputError
 from service.scorer import UnknownClassError
 from service.stores.base import StoreUnavailable
@@ -72,7 +73,7 @@ ERROR_TABLE: tuple[tuple[type[Exception], int, str], ...] = (
 def error_response(
     status: int, code: str, detail: str, headers: dict[str, str] | None = None
 ) -> JSONResponse:
-    return JSONResponse({"detail": detail, "error": code}, status_code=status, headers=headers)
+    return JSONResponse(error_body(code, detail), status_code=status, headers=headers)
 
 
 def _format_validation(errors: list[Any]) -> str:

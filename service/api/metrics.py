@@ -10,6 +10,9 @@ No per-class label on any series.
 from __future__ import annotations
 
 import os
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
@@ -20,7 +23,8 @@ from prometheus_client import (
     generate_latest,
 )
 
-from service.features import ClassBank
+from service.bank import ClassBank
+from service.localize import Localized
 from service.stores.base import StoreListener
 
 STAGES = ("decode", "candidate", "features", "gbm", "rank", "index", "bank")
@@ -141,6 +145,21 @@ class Metrics(StoreListener):
     def observe_stages(self, timings: dict[str, float]) -> None:
         for stage, seconds in timings.items():
             self.stage_seconds.labels(stage=stage).observe(seconds)
+
+    @contextmanager
+    def timed(self, stage: str) -> Iterator[None]:
+        """Observe the seconds of the block as ``stage`` (not when it raises)."""
+        t = time.perf_counter()
+        yield
+        self.stage_seconds.labels(stage=stage).observe(time.perf_counter() - t)
+
+    def observe_localize(self, done: Localized) -> None:
+        """The series of one localized video: its stages, classes, pairs and indexed segments."""
+        if done.indexed:
+            self.indexed_segments.inc(done.indexed_segments)
+        self.candidates.observe(len(done.localization.classes))
+        self.pairs.observe(done.localization.num_pairs)
+        self.observe_stages(done.timings)
 
     def render(self) -> tuple[bytes, str]:
         """The exposition text: this registry, or every worker's in multiprocess mode."""

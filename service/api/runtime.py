@@ -1,13 +1,23 @@
-"""What the lifespan builds and the routes use: settings, bundle, scorer, stores, metrics."""
+"""What the lifespan builds and the routes use: settings, bundle, scorer, stores, metrics.
+
+Routes take the runtime as a parameter typed :data:`RuntimeDep`: FastAPI hands them
+``app.state.runtime``, or answers 503 ``not_ready`` while the model is not loaded.
+"""
 
 from __future__ import annotations
 
 import threading
 from dataclasses import dataclass, field
+from functools import cached_property
+from typing import Annotated
 
+from fastapi import Depends, Request
+
+from service.api.errors import NotReady
 from service.api.metrics import Metrics
 from service.bundle import Bundle
 from service.config import Settings
+from service.localize import Localizer
 from service.scorer import Scorer
 from service.stores.base import BankStore, IndexStore
 
@@ -32,6 +42,23 @@ class Runtime:
     def model_version(self) -> str:
         return self.bundle.manifest.version
 
+    @cached_property
+    def localizer(self) -> Localizer:
+        """Decode -> score -> index with this runtime's scorer, stores and settings."""
+        return Localizer(self.scorer, self.bank, self.index, self.settings)
+
     def close(self) -> None:
         self.bank.close()
         self.index.close()
+
+
+def get_runtime(request: Request) -> Runtime:
+    """The app's runtime; :class:`NotReady` (503) until the lifespan has loaded it."""
+    rt: Runtime | None = getattr(request.app.state, "runtime", None)
+    if rt is None:
+        raise NotReady("the model is not loaded yet")
+    return rt
+
+
+RuntimeDep = Annotated[Runtime, Depends(get_runtime)]
+"""A route parameter of this type receives the loaded :class:`Runtime` (503 before)."""

@@ -1,16 +1,29 @@
-"""Request and response schemas of the HTTP API (pydantic; also the OpenAPI documentation).
+"""Request and response schemas of the HTTP API: the one definition of each body, and the
+OpenAPI documentation.
 
-FRAMES fields stay untyped JSON here (a list of lists, or a ``{b64, dtype, shape}`` object) and are
-decoded with numpy by :mod:`service.decode`, never number by number in Python.
+Requests are pydantic models, validated by the routes. FRAMES fields stay untyped JSON here (a list
+of lists, or a ``{b64, dtype, shape}`` object) and are decoded with numpy by :mod:`service.decode`,
+never number by number in Python.
+
+Responses are TypedDicts (closed: no other key) built only by the functions below them from the
+runtime's results; the routes serialize what those functions return as it is, with no pydantic pass
+over every number, and a test checks the answers against ``/openapi.json``.
 """
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal
+from collections.abc import Sequence
+from typing import Annotated, Any, Literal, NotRequired
 
-from pydantic import BaseModel, ConfigDict, Field
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field, with_config
+from typing_extensions import TypedDict  # pydantic needs this one before Python 3.12
 
-from service.yt8m import MAX_FRAMES, SEGMENT_FRAMES
+from service.bank import ClassBank
+from service.localize import Localized
+from service.scorer import ClassSegments
+from service.stores.base import IndexEntry, StoreHealth, WriteResult
+from service.yt8m import MAX_FRAMES, segment_end, segment_ends
 
 FRAMES_SCHEMA: dict[str, Any] = {
     "description": (
@@ -34,7 +47,6 @@ FRAMES_SCHEMA: dict[str, Any] = {
 Frames = Annotated[list[Any] | dict[str, Any], Field(json_schema_extra=FRAMES_SCHEMA)]
 VideoId = Annotated[str, Field(min_length=1, max_length=256, pattern=r"^[^\x00-\x1f]+$")]
 ClassId = Annotated[int, Field(ge=0)]
-MAX_SEGMENTS = MAX_FRAMES // SEGMENT_FRAMES
 
 
 class _Strict(BaseModel):
@@ -67,58 +79,135 @@ class LabelsRequest(_Strict):
     segments: list[LabelSegment] = Field(min_length=1, max_length=MAX_FRAMES)
 
 
-# ---------------------------------------------------------------------------- responses (docs)
-class Segment(BaseModel):
+# ---------------------------------------------------------------------------- responses
+_CLOSED = ConfigDict(extra="forbid")
+
+
+@with_config(_CLOSED)
+class Segment(TypedDict):
     start: int
     end: int
     score: float
 
 
-class ClassResult(BaseModel):
+@with_config(_CLOSED)
+class ClassResult(TypedDict):
     class_id: int
     name: str
     video_score: float
     segments: list[Segment]
 
 
-class LocalizeResponse(BaseModel):
+@with_config(_CLOSED)
+class LocalizeResponse(TypedDict):
     video_id: str | None
     model_version: str
     num_segments: int
-    indexed: bool = Field(description="True when the scores entered the corpus index.")
+    indexed: Annotated[bool, Field(description="True when the scores entered the corpus index.")]
     classes: list[ClassResult]
+    warnings: NotRequired[
+        Annotated[list[str], Field(description="Why the scores were not indexed (only then).")]
+    ]
 
 
-class IndexedSegment(BaseModel):
+def class_result(c: ClassSegments) -> ClassResult:
+    """One scored class: its best segments (``end = start + 5``), scores as float64 JSON."""
+    starts = c.starts.tolist()
+    ends = segment_ends(c.starts).tolist()
+    scores = c.scores.astype(np.float64).tolist()
+    return {
+        "class_id": c.class_id,
+        "name": c.name,
+        "video_score": c.video_score,
+        "segments": [
+            {"start": a, "end": b, "score": v} for a, b, v in zip(starts, ends, scores, strict=True)
+        ],
+    }
+
+
+def localize_response(done: Localized, model_version: str) -> LocalizeResponse:
+    """The answer of ``POST /localize``."""
+    out: LocalizeResponse = {
+        "video_id": done.video_id,
+        "model_version": model_version,
+        "num_segments": done.localization.num_segments,
+        "indexed": done.indexed,
+        "classes": [class_result(c) for c in done.localization.classes],
+    }
+    if done.warnings:
+        out["warnings"] = list(done.warnings)
+    return out
+
+
+@with_config(_CLOSED)
+class IndexedSegment(TypedDict):
     video_id: str
     start: int
     end: int
     score: float
 
 
-class TopSegmentsResponse(BaseModel):
+@with_config(_CLOSED)
+class TopSegmentsResponse(TypedDict):
     class_id: int
     name: str
     total: int
     segments: list[IndexedSegment]
 
 
-class BankCounts(BaseModel):
+def top_segments_response(
+    class_id: int, name: str, total: int, entries: Sequence[IndexEntry]
+) -> TopSegmentsResponse:
+    """The answer of ``GET /classes/{class_id}/top-segments``: one page of the class's index."""
+    return {
+        "class_id": class_id,
+        "name": name,
+        "total": total,
+        "segments": [
+            {
+                "video_id": e.video_id,
+                "start": e.start,
+                "end": segment_end(e.start),
+                "score": e.score,
+            }
+            for e in entries
+        ],
+    }
+
+
+@with_config(_CLOSED)
+class BankCounts(TypedDict):
     positive: int
     negative: int
 
 
-class ClassInfoOut(BaseModel):
+@with_config(_CLOSED)
+class ClassInfoOut(TypedDict):
     class_id: int
     name: str
     bank: BankCounts
 
 
-class ClassesResponse(BaseModel):
+@with_config(_CLOSED)
+class ClassesResponse(TypedDict):
     classes: list[ClassInfoOut]
 
 
-class LabelsResponse(BaseModel):
+def classes_response(names: Sequence[str], bank: ClassBank) -> ClassesResponse:
+    """The answer of ``GET /classes``: every vocabulary class (id = position in ``names``) and its
+    bank counts."""
+    pos = bank.pos_count.tolist()
+    neg = bank.neg_count.tolist()
+    return {
+        "classes": [
+            {"class_id": c, "name": name, "bank": {"positive": pos[c], "negative": neg[c]}}
+            for c, name in enumerate(names)
+        ]
+    }
+
+
+@with_config(_CLOSED)
+class LabelsResponse(TypedDict):
     class_id: int
     video_id: str
     added: int
@@ -126,6 +215,60 @@ class LabelsResponse(BaseModel):
     bank: BankCounts
 
 
-class ErrorResponse(BaseModel):
+def labels_response(
+    class_id: int, video_id: str, added: int, result: WriteResult
+) -> LabelsResponse:
+    """The answer of ``POST /classes/{class_id}/labels``: what the write left in the bank."""
+    return {
+        "class_id": class_id,
+        "video_id": video_id,
+        "added": added,
+        "bank_version": result.version,
+        "bank": {"positive": result.positive, "negative": result.negative},
+    }
+
+
+@with_config(_CLOSED)
+class Health(TypedDict):
+    status: str
+
+
+HEALTHY: Health = {"status": "ok"}
+"""The answer of ``GET /healthz``."""
+
+
+@with_config(_CLOSED)
+class Readiness(TypedDict):
+    status: Literal["ready", "degraded"]
+    model: str
+    model_version: str
+    store: str
+    store_reachable: bool
+    store_detail: str
+    bank_version: int
+    degraded: bool
+
+
+def readiness(model: str, model_version: str, health: StoreHealth, bank_version: int) -> Readiness:
+    """The answer of ``GET /readyz``: ``degraded`` while the shared store cannot be reached."""
+    return {
+        "status": "ready" if health.reachable else "degraded",
+        "model": model,
+        "model_version": model_version,
+        "store": health.kind,
+        "store_reachable": health.reachable,
+        "store_detail": health.detail,
+        "bank_version": bank_version,
+        "degraded": not health.reachable,
+    }
+
+
+@with_config(_CLOSED)
+class ErrorResponse(TypedDict):
     detail: str
     error: str
+
+
+def error_body(code: str, detail: str) -> ErrorResponse:
+    """Every error answer: what is wrong, and its code."""
+    return {"detail": detail, "error": code}

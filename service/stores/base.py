@@ -1,6 +1,6 @@
 """The two stores behind the service, as small interfaces.
 
-- :class:`BankStore`: the labelled-embedding bank (:class:`service.features.ClassBank`). Scoring
+- :class:`BankStore`: the labelled-embedding bank (:class:`service.bank.ClassBank`). Scoring
   reads a snapshot (never fails: a replica always has a local copy); label writes append entries.
 - :class:`IndexStore`: the per-class ranked index of the corpus: one sorted list of
   ``(segment id, score)`` per class, capped, where re-scoring a video replaces its entries.
@@ -19,7 +19,7 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 
-from service.features import ClassBank
+from service.bank import ClassBank
 
 F32 = npt.NDArray[np.float32]
 I64 = npt.NDArray[np.int64]

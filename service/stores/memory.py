@@ -6,7 +6,7 @@ import heapq
 import threading
 from collections.abc import Mapping
 
-from service.features import ClassBank
+from service.bank import ClassBank
 from service.stores.base import (
     F32,
     I64,

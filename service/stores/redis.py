@@ -37,7 +37,7 @@ from redis.exceptions import RedisError, WatchError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from redis.retry import Retry
 
-from service.features import ClassBank
+from service.bank import ClassBank
 from service.stores.base import (
     F32,
     I64,

@@ -459,3 +459,120 @@ def test_openapi_documents_the_routes(client: Any) -> None:
         "/readyz",
     ):
         assert p in paths
+
+
+# ---------------------------------------------------------------------------- one response shape
+def _conforms(value: Any, schema: dict[str, Any], defs: dict[str, Any], where: str = "$") -> None:
+    """Assert that ``value`` fits ``schema`` (the JSON Schema subset /openapi.json uses)."""
+    assert schema, f"{where}: no schema documented"
+    if "$ref" in schema:
+        return _conforms(value, defs[schema["$ref"].rsplit("/", 1)[1]], defs, where)
+    if "anyOf" in schema:
+        for option in schema["anyOf"]:
+            try:
+                return _conforms(value, option, defs, where)
+            except AssertionError:
+                pass
+        raise AssertionError(f"{where}: {value!r} fits none of {schema['anyOf']}")
+    if "enum" in schema:
+        assert value in schema["enum"], (where, value, schema["enum"])
+    kinds = {"object": dict, "array": list, "string": str, "boolean": bool, "null": type(None)}
+    kind = schema["type"]
+    if kind in ("integer", "number"):
+        allowed = int if kind == "integer" else (int, float)
+        assert isinstance(value, allowed) and not isinstance(value, bool), (where, value, kind)
+    else:
+        assert isinstance(value, kinds[kind]), (where, value, kind)
+    if kind == "object":
+        props = schema.get("properties", {})
+        assert set(schema.get("required", ())) <= set(value), (where, "missing", value.keys())
+        if schema.get("additionalProperties") is False:
+            assert set(value) <= set(props), (where, "undocumented", set(value) - set(props))
+        for k, v in value.items():
+            if k in props:
+                _conforms(v, props[k], defs, f"{where}.{k}")
+    if kind == "array":
+        for i, item in enumerate(value):
+            _conforms(item, schema["items"], defs, f"{where}[{i}]")
+    return None
+
+
+def _check_against_openapi(client: Any, method: str, template: str, r: Any) -> None:
+    doc = client.get("/openapi.json").json()
+    answer = doc["paths"][template][method]["responses"][str(r.status_code)]
+    schema = answer["content"]["application/json"]["schema"]
+    _conforms(r.json(), schema, doc["components"]["schemas"])
+
+
+def test_every_answer_is_the_shape_openapi_documents(
+    client: Any, test_videos: list[Video], make_payload: Any, api_token: str
+) -> None:
+    v = test_videos[0]
+    r = client.post("/localize", json=make_payload(v, video_id=v.id))
+    assert r.status_code == 200 and r.json()["classes"][0]["segments"]
+    c = r.json()["classes"][0]["class_id"]
+    auth = {"Authorization": f"Bearer {api_token}"}
+    answers = [
+        ("post", "/localize", r),
+        ("get", "/classes/{class_id}/top-segments", client.get(f"/classes/{c}/top-segments")),
+        (
+            "post",
+            "/classes/{class_id}/labels",
+            client.post(
+                f"/classes/{c}/labels",
+                json=_labels_body(v, [{"start": 0, "label": 1}]),
+                headers=auth,
+            ),
+        ),
+        ("get", "/classes", client.get("/classes")),
+        ("get", "/healthz", client.get("/healthz")),
+        ("get", "/readyz", client.get("/readyz")),
+        ("get", "/classes/{class_id}/top-segments", client.get("/classes/99999/top-segments")),
+        ("post", "/localize", client.post("/localize", content=b"{")),
+        ("post", "/localize", client.post("/localize", json={"rgb": []})),
+    ]
+    assert [a[2].status_code for a in answers] == [200, 200, 201, 200, 200, 200, 404, 400, 422]
+    assert answers[1][2].json()["segments"]
+    for method, template, answer in answers:
+        _check_against_openapi(client, method, template, answer)
+
+
+def test_an_unreachable_index_answers_a_documented_warning(
+    make_settings: Any, redis_server: Any, test_videos: list[Video], make_payload: Any
+) -> None:
+    import dataclasses
+
+    from fastapi.testclient import TestClient
+
+    from service.api.app import build_runtime, create_app
+    from service.stores.redis import RedisBackend, RedisIndexStore
+
+    rt = build_runtime(make_settings())
+    rt = dataclasses.replace(rt, index=RedisIndexStore(RedisBackend(redis_server.url)))
+    redis_server.stop()
+    v = test_videos[0]
+    with TestClient(create_app(runtime=rt)) as c:
+        r = c.post("/localize", json=make_payload(v, video_id=v.id))
+        assert r.status_code == 200 and r.json()["indexed"] is False
+        assert r.json()["warnings"][0].startswith("not indexed: the index store is unavailable")
+        _check_against_openapi(c, "post", "/localize", r)
+    rt.close()
+
+
+def test_every_route_is_503_until_the_model_is_loaded(make_settings: Any) -> None:
+    from fastapi.testclient import TestClient
+
+    from service.api.app import create_app
+
+    c = TestClient(create_app(make_settings()))  # no `with`: the lifespan never ran
+    for method, path in (
+        ("post", "/localize"),
+        ("get", "/classes/1/top-segments"),
+        ("post", "/classes/1/labels"),
+        ("get", "/classes"),
+        ("get", "/readyz"),
+        ("get", "/metrics"),
+    ):
+        body = error(c.request(method, path), 503, "the model is not loaded yet")
+        assert body["error"] == "not_ready"
+    assert c.get("/healthz").json() == {"status": "ok"}

@@ -11,8 +11,9 @@ import pytest
 import xgboost as xgb
 from onnx import TensorProto, helper
 
+from service.bank import ClassBank
 from service.bundle import BundleError, load_bundle, predict_pairs
-from service.features import FEATURE_NAMES, FEATURE_TYPES, ClassBank, build_pair_features
+from service.features import FEATURE_NAMES, FEATURE_TYPES, build_pair_features
 from training.bundle_writer import finalize_manifest, write_bundle
 
 C, D = 6, 8

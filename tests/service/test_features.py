@@ -7,14 +7,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from service.features import (
-    CATEGORICAL,
-    FEATURE_NAMES,
-    FEATURE_TYPES,
-    ClassBank,
-    build_pair_features,
-    unit_rows,
-)
+from service.bank import ClassBank, unit_rows
+from service.features import CATEGORICAL, FEATURE_NAMES, FEATURE_TYPES, build_pair_features
 
 C, D, S = 12, 16, 9
 COL = {n: i for i, n in enumerate(FEATURE_NAMES)}

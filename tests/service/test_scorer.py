@@ -8,8 +8,8 @@ from typing import Any
 import numpy as np
 import pytest
 
+from service.bank import ClassBank
 from service.bundle import load_bundle
-from service.features import ClassBank
 from service.scorer import Scorer, UnknownClassError
 from service.yt8m import SEGMENT_FRAMES, Video
 

@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from service.features import ClassBank
+from service.bank import ClassBank
 from service.stores.base import IndexStore, LabelBatch, StoreListener, StoreUnavailable
 from service.stores.memory import MemoryBankStore, MemoryIndexStore
 from service.stores.redis import (

@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 import torch
 
-from service.features import FEATURE_NAMES, ClassBank
+from service.bank import ClassBank
+from service.features import FEATURE_NAMES
 from service.tfrecord import read_videos
 from service.yt8m import Video
 from training import baselines as bl
