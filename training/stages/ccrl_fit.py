@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 from service.yt8m import SEGMENT_FRAMES, segment_id
 
 if TYPE_CHECKING:
-    from service.features import ClassBank
+    from service.bank import ClassBank
     from training.ccrl import CcrlModel, PairSet
     from training.stages.run import TrainRun
     from training.stages.validate import Validate
