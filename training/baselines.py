@@ -17,10 +17,8 @@ for that many epochs. Each is exported to ONNX, ``baseline_{name}.onnx``: input 
 from __future__ import annotations
 
 import copy
-import io
 import logging
 import time
-import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,21 +26,21 @@ from typing import Any
 
 import numpy as np
 import numpy.typing as npt
-import onnx
 import torch
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
-from service.bundle import make_ort_session
+from service import candidate
+from service.candidate import BASELINE_OUTPUT_NAMES
 from service.yt8m import FEATURE_DIM, QUANT_BIAS, QUANT_SCALE, SEGMENT_FRAMES, Video
 from training.candidates import LstmModel, Standardize
+from training.export import INPUT_FORMAT, compare_with_torch, write_onnx
 
 log = logging.getLogger(__name__)
 
 F32 = npt.NDArray[np.float32]
 I64 = npt.NDArray[np.int64]
 BASELINE_NAMES: tuple[str, ...] = ("lstm", "convnet")
-OPSET = 17
 
 
 # --------------------------------------------------------------------------------------------
@@ -423,45 +421,26 @@ def export_baseline(model: Baseline, path: Path, *, check: bool = True) -> Path:
 
     With ``check`` the graph is compared with PyTorch at several frame counts (atol 1e-4).
     """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    graph = _Graph(model).eval()  # the exporter restores the wrapper's mode afterwards
-    buf = io.BytesIO()
-    with torch.no_grad(), warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        torch.onnx.export(
-            graph,
-            (torch.randn(37, FEATURE_DIM),),
-            buf,  # type: ignore[arg-type]
-            dynamo=False,
-            opset_version=OPSET,
-            input_names=["frames"],
-            output_names=["segment_probs"],
-            dynamic_axes={"frames": {0: "frames"}, "segment_probs": {0: "segments"}},
-            do_constant_folding=True,
-        )
-    model.eval()
-    proto = onnx.load_from_string(buf.getvalue())
-    for key, value in {
+    graph = _Graph(model).eval()
+    metadata = {
         "model": model.kind,
         "num_classes": str(model.num_classes),
-        "input_format": "float32_dequantized",
-    }.items():
-        entry = proto.metadata_props.add()
-        entry.key, entry.value = key, value
-    onnx.checker.check_model(proto)
-    path.write_bytes(proto.SerializeToString())
+        "input_format": INPUT_FORMAT,
+    }
+    names = BASELINE_OUTPUT_NAMES
+    write_onnx(graph, path, outputs=names, per_segment=names, metadata=metadata)
+    model.eval()
     if check:
-        rng = np.random.default_rng(0)
-        sess = make_ort_session(path)
-        for f in (4, 5, 12, 123):
-            x = rng.uniform(-2, 2, size=(f, FEATURE_DIM)).astype(np.float32)
-            got = sess.run(["segment_probs"], {"frames": x})[0]
-            with torch.no_grad():
-                want = model.graph(torch.from_numpy(x)).numpy()
-            if got.shape != want.shape or (got.size and np.abs(got - want).max() > 1e-4):
-                raise AssertionError(f"{path}: ONNX differs from torch at F={f}")
-    return path
+        runner = BaselineRunner(path)
+
+        @torch.no_grad()
+        def torch_fn(x: F32) -> list[np.ndarray]:
+            return [model.graph(torch.from_numpy(x)).numpy()]
+
+        compare_with_torch(
+            Path(path), lambda x: [runner(x)], torch_fn, names, frame_counts=(4, 5, 12, 123)
+        )
+    return Path(path)
 
 
 class BaselineRunner:
@@ -469,11 +448,13 @@ class BaselineRunner:
 
     def __init__(self, onnx_path: str | Path, *, threads: int = 1) -> None:
         self.path = Path(onnx_path)
-        self.session = make_ort_session(self.path, threads=threads)
+        self.session = candidate.open_session(
+            self.path, threads=threads, outputs=BASELINE_OUTPUT_NAMES
+        )
 
     def __call__(self, frames: F32) -> F32:
-        out = self.session.run(["segment_probs"], {"frames": np.ascontiguousarray(frames)})[0]
-        return np.asarray(out, np.float32)
+        """frames float32 [F, 1152] -> float32 [F // 5, C] (``service.candidate.run_baseline``)."""
+        return candidate.run_baseline(self.session, frames)
 
 
 def baseline_from_candidate(lstm: LstmModel) -> SegmentLstm:

@@ -210,11 +210,7 @@ def score_corpus(
         if not want_ccrl:  # keep only what ranking needs
             o.segment_embeddings = o.segment_embeddings[:, :0]
         outputs.append(o)
-        if baselines:
-            if v.num_frames == 0:
-                for n in baselines:
-                    base_scores[n].append(np.zeros((0, len(cls)), np.float32))
-                continue
+        if baselines:  # a video without frames gets [0, R] (service.candidate.run_baseline)
             frames = v.features()
             for n, br in base_runners.items():
                 base_scores[n].append(br(frames)[:, cls])
