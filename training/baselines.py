@@ -32,7 +32,7 @@ from tqdm.auto import tqdm
 
 from service import candidate
 from service.candidate import BASELINE_OUTPUT_NAMES
-from service.yt8m import FEATURE_DIM, QUANT_BIAS, QUANT_SCALE, SEGMENT_FRAMES, Video
+from service.yt8m import FEATURE_DIM, SEGMENT_FRAMES, Video, dequantize
 from training.candidates import LstmModel, Standardize
 from training.export import INPUT_FORMAT, compare_with_torch, write_onnx
 
@@ -196,7 +196,8 @@ def segment_set(videos: Sequence[Video], num_classes: int) -> SegmentSet:
 
 
 def _dequant(q: npt.NDArray[np.uint8]) -> Tensor:
-    return torch.from_numpy(q.astype(np.float32) * np.float32(QUANT_SCALE) + np.float32(QUANT_BIAS))
+    """uint8 [..., 1152] -> float32 tensor, by :func:`service.yt8m.dequantize`."""
+    return torch.from_numpy(dequantize(q))
 
 
 def masked_bce(logits: Tensor, target: Tensor, mask: Tensor) -> Tensor:
