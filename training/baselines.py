@@ -34,6 +34,7 @@ from service import candidate
 from service.candidate import BASELINE_OUTPUT_NAMES
 from service.yt8m import FEATURE_DIM, SEGMENT_FRAMES, Video, dequantize
 from training.candidates import LstmModel, Standardize
+from training.candidates.loop import bce_per_video, optimizer_step
 from training.export import INPUT_FORMAT, compare_with_torch, write_onnx
 
 log = logging.getLogger(__name__)
@@ -41,6 +42,7 @@ log = logging.getLogger(__name__)
 F32 = npt.NDArray[np.float32]
 I64 = npt.NDArray[np.int64]
 BASELINE_NAMES: tuple[str, ...] = ("lstm", "convnet")
+GRAD_CLIP = 5.0
 
 
 # --------------------------------------------------------------------------------------------
@@ -266,10 +268,7 @@ def _epoch(
         loss = masked_bce(
             logits, torch.from_numpy(data.target[b]), torch.from_numpy(data.mask[b]).float()
         )
-        opt.zero_grad()
-        loss.backward()
-        nn.utils.clip_grad_norm_(model.parameters(), 5.0)
-        opt.step()
+        optimizer_step(model, opt, loss, GRAD_CLIP)
         total += float(loss.detach()) * len(b)
         n += len(b)
     return total / max(n, 1)
@@ -388,14 +387,8 @@ def pretrain_convnet(
             frames, lengths, targets = collate_padded(items)
             if frames.shape[1] < 3:
                 frames = nn.functional.pad(frames, (0, 0, 0, 3 - frames.shape[1]))
-            logits = model(frames, lengths)
-            loss = nn.functional.binary_cross_entropy_with_logits(
-                logits, targets, reduction="sum"
-            ) / len(items)
-            opt.zero_grad()
-            loss.backward()
-            nn.utils.clip_grad_norm_(model.parameters(), 5.0)
-            opt.step()
+            loss = bce_per_video(model(frames, lengths), targets)
+            optimizer_step(model, opt, loss, GRAD_CLIP)
             total += float(loss.detach()) * len(items)
             n += len(items)
         losses.append(total / max(n, 1))
