@@ -3,8 +3,8 @@
 Read top to bottom: :func:`train_model` seeds and builds the model, splits off validation videos,
 resumes from a checkpoint (:mod:`training.candidates.checkpoint`) or fits the input statistics,
 then runs epochs (:func:`_train_epoch`, :func:`_end_epoch`) with early stopping, writing a
-checkpoint after each. The only difference
-between the two generators is how batches are fed, chosen once by :func:`_feed`:
+checkpoint after each. The only difference between the two generators is how batches are fed,
+chosen once by :func:`_feed`:
 
 - logistic (:class:`_PooledFeed`): shuffled batches of precomputed mean frames, trained with a
   strong L2 penalty (on the default synthetic corpus this lifted Recall@(1/20 of the videos) from
