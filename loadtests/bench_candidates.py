@@ -3,9 +3,10 @@
 Prints, measured in one run (nothing is asserted):
 
 1. ONNX Runtime time per video of ``candidate.onnx`` (video pass + the pass over the 5-frame
-   segments, one ``run`` call) at 60 and 300 frames, for each generator (logistic, lstm, ensemble)
-   and size (``small``, ``paper``), with 1 and 2 intra-op threads; and the ratio to the bare
-   PyTorch forward of the same model (``graph_outputs`` under ``torch.no_grad``, same threads).
+   segments, one :func:`service.candidate.run` call, as served) at 60 and 300 frames, for each
+   generator (logistic, lstm, ensemble) and size (``small``, ``paper``), with 1 and 2 intra-op
+   threads; and the ratio to the bare PyTorch forward of the same model (``graph_outputs`` under
+   ``torch.no_grad``, same threads).
 2. Training throughput (videos/s) of one optimizer step over a padded batch of 32 random videos
    of ~140 frames (the default corpus's mean length), for each model and size.
 
@@ -22,6 +23,7 @@ import numpy as np
 import torch
 
 from loadtests.timing import best_of
+from service import candidate
 from service.yt8m import FEATURE_DIM
 from training.candidates import (
     EnsembleModel,
@@ -29,9 +31,8 @@ from training.candidates import (
     LstmModel,
     build_model,
     model_config,
-    onnx_session,
 )
-from training.export import INPUT_NAME, OUTPUT_NAMES, export_onnx
+from training.export import export_onnx
 
 NUM_CLASSES = 1000  # the segment task's rated vocabulary size: realistic output width
 
@@ -53,14 +54,15 @@ def bench_inference(presets: list[str], repeat: int, workdir: Path) -> None:
         for name, model in make_models(preset).items():
             path = export_onnx(model, workdir / preset / name / "candidate.onnx")
             for threads in (1, 2):
-                sess = onnx_session(path, threads=threads)
+                sess = candidate.open_session(path, threads=threads)
                 torch.set_num_threads(threads)
                 for frames_n in (60, 300):
                     frames = rng.uniform(-2, 2, (frames_n, FEATURE_DIM)).astype(np.float32)
-                    feed = {INPUT_NAME: frames}
-                    t_ort = best_of(
-                        repeat, warmup=True, fn=lambda s=sess, f=feed: s.run(list(OUTPUT_NAMES), f)
-                    )
+
+                    def ort_call(s: object = sess, f: np.ndarray = frames) -> object:
+                        return candidate.run(s, f)
+
+                    t_ort = best_of(repeat, ort_call, warmup=True)
                     x = torch.from_numpy(frames)
 
                     def torch_call(m: torch.nn.Module = model, x: torch.Tensor = x) -> object:

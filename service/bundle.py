@@ -2,7 +2,7 @@
 
 The layout is in docs/contracts.md: ``manifest.json`` (with the sha256 of every other file),
 ``candidate.onnx``, ``ccrl.ubj``, ``bank.npz``, ``baseline_*.onnx`` and ``report/``. Runtime only:
-numpy, xgboost and (for the optional session helper) onnxruntime; never torch.
+numpy and xgboost; never torch. The ONNX graphs are opened and run by :mod:`service.candidate`.
 """
 
 from __future__ import annotations
@@ -269,19 +269,3 @@ def load_bundle(path: str | Path, verify: bool = True, *, nthread: int = 1) -> B
             f"{len(manifest.classes)}"
         )
     return Bundle(root, manifest, names, bank, booster, files["candidate"], baselines)
-
-
-def make_ort_session(
-    onnx_path: str | Path,
-    *,
-    threads: int = 1,
-    providers: tuple[str, ...] = ("CPUExecutionProvider",),
-) -> Any:
-    """An ONNX Runtime session with explicit providers and thread counts (imports onnxruntime)."""
-    import onnxruntime as ort
-
-    opts = ort.SessionOptions()
-    opts.intra_op_num_threads = int(threads)
-    opts.inter_op_num_threads = 1
-    opts.log_severity_level = 3
-    return ort.InferenceSession(str(onnx_path), sess_options=opts, providers=list(providers))

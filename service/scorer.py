@@ -2,8 +2,9 @@
 
 The pipeline of one request (docs/architecture.md, "A /localize request"):
 
-1. the candidate model, one ONNX Runtime call: ``frames [F, 1152]`` -> ``video_probs [C]``,
-   ``segment_probs [S, C]``, ``segment_embeddings [S, D]`` (S = F // 5);
+1. the candidate model, one ONNX Runtime call (:mod:`service.candidate`, the same call as
+   training's): ``frames [F, 1152]`` -> ``video_probs [C]``, ``segment_probs [S, C]``,
+   ``segment_embeddings [S, D]`` (S = F // 5);
 2. the candidate classes: the caller's list, or the top ``max_classes`` classes by video score
    (at least ``min_video_score``) among the classes the service can localize;
 3. the pair matrix ``[S * K, NF]`` from the shared feature builder (:mod:`service.features`);
@@ -24,16 +25,15 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from service import candidate
 from service.bank import ClassBank
 from service.bundle import Bundle, predict_pairs
+from service.candidate import CandidateOutputs
 from service.features import build_pair_features
-from service.yt8m import FEATURE_DIM, SEGMENT_FRAMES
+from service.yt8m import SEGMENT_FRAMES
 
 F32 = npt.NDArray[np.float32]
 I64 = npt.NDArray[np.int64]
-
-INPUT_NAME = "frames"
-OUTPUT_NAMES = ("video_probs", "segment_probs", "segment_embeddings")
 
 
 class UnknownClassError(LookupError):
@@ -47,21 +47,6 @@ class UnknownClassError(LookupError):
         )
         self.class_ids = list(class_ids)
         self.field = field
-
-
-@dataclass(frozen=True)
-class CandidateOutputs:
-    """The candidate model's outputs for one video.
-
-    Attributes:
-        video_probs: float32 [C].
-        segment_probs: float32 [S, C].
-        segment_embeddings: float32 [S, D].
-    """
-
-    video_probs: F32
-    segment_probs: F32
-    segment_embeddings: F32
 
 
 @dataclass(frozen=True)
@@ -112,23 +97,6 @@ class Localization:
         return {int(c): (starts, self.scores[k]) for k, c in enumerate(self.class_ids.tolist())}
 
 
-def ort_providers(choice: str = "auto") -> list[str]:
-    """ONNX Runtime providers: ``auto`` (CUDA when available, then CPU), ``cpu``, ``cuda``."""
-    import onnxruntime as ort
-
-    available = set(ort.get_available_providers())
-    if choice == "cpu":
-        return ["CPUExecutionProvider"]
-    if choice == "cuda" and "CUDAExecutionProvider" not in available:
-        raise RuntimeError(
-            "ort_providers=cuda but this onnxruntime build has no CUDAExecutionProvider "
-            f"(available: {sorted(available)}); install the gpu extra or use auto"
-        )
-    if "CUDAExecutionProvider" in available and choice in {"auto", "cuda"}:
-        return ["CUDAExecutionProvider", "CPUExecutionProvider"]
-    return ["CPUExecutionProvider"]
-
-
 class Scorer:
     """Scores videos with one bundle: an ONNX Runtime session and the CCRL booster.
 
@@ -144,24 +112,11 @@ class Scorer:
         providers: str = "auto",
         xgb_nthread: int = 1,
     ) -> None:
-        import onnxruntime as ort
-
         self.bundle = bundle
-        opts = ort.SessionOptions()
-        opts.intra_op_num_threads = int(intra_threads)
-        opts.inter_op_num_threads = int(inter_threads)
-        opts.log_severity_level = 3
-        self.providers = ort_providers(providers)
-        self.session = ort.InferenceSession(
-            str(bundle.candidate_path), sess_options=opts, providers=self.providers
+        self.session = candidate.open_session(
+            bundle.candidate_path, intra_threads, providers, inter_threads=inter_threads
         )
-        inputs = [i.name for i in self.session.get_inputs()]
-        outputs = [o.name for o in self.session.get_outputs()]
-        if inputs != [INPUT_NAME] or not set(OUTPUT_NAMES) <= set(outputs):
-            raise ValueError(
-                f"{bundle.candidate_path}: expected input {INPUT_NAME!r} and outputs "
-                f"{list(OUTPUT_NAMES)}, got inputs {inputs} and outputs {outputs}"
-            )
+        self.providers: list[str] = list(self.session.get_providers())
         self.booster = bundle.booster
         self.booster.set_param({"nthread": int(xgb_nthread)})
         self.num_classes = bundle.num_classes
@@ -175,13 +130,8 @@ class Scorer:
 
     # ------------------------------------------------------------------ stages
     def run_candidate(self, frames: F32) -> CandidateOutputs:
-        """One ONNX Runtime call on float32 [F, 1152] dequantized frames."""
-        if frames.ndim != 2 or frames.shape[1] != FEATURE_DIM:
-            raise ValueError(f"frames must be [F, {FEATURE_DIM}], got {frames.shape}")
-        x = np.ascontiguousarray(frames, dtype=np.float32)
-        out = self.session.run(list(OUTPUT_NAMES), {INPUT_NAME: x})
-        vp, sp, se = (np.asarray(a, dtype=np.float32) for a in out)
-        return CandidateOutputs(vp.reshape(-1), sp, se)
+        """One ONNX Runtime call on float32 [F, 1152] dequantized frames (:func:`candidate.run`)."""
+        return candidate.run(self.session, frames)
 
     def localizable(self, bank: ClassBank) -> npt.NDArray[np.bool_]:
         """bool [C]: classes the GBM was trained on, plus any class with a labelled positive."""

@@ -13,6 +13,7 @@ These are the contract with real data (see docs/contracts.md, "Frame format"):
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any, overload
 
 import numpy as np
 import numpy.typing as npt
@@ -34,11 +35,28 @@ F32 = npt.NDArray[np.float32]
 I64 = npt.NDArray[np.int64]
 
 
-def dequantize(q: npt.NDArray[np.uint8]) -> F32:
-    """uint8 -> float32, exactly as the YouTube-8M starter code: ``q * 4/255 + (4/512 - 2)``."""
-    out = q.astype(np.float32)
-    out *= np.float32(QUANT_SCALE)
-    out += np.float32(QUANT_BIAS)
+@overload
+def dequantize(q: npt.ArrayLike) -> F32: ...
+
+
+@overload
+def dequantize(q: npt.ArrayLike, dtype: type[np.float64]) -> npt.NDArray[np.float64]: ...
+
+
+def dequantize(q: npt.ArrayLike, dtype: type[np.floating[Any]] = np.float32) -> npt.NDArray[Any]:
+    """Quantized levels -> floats as the YouTube-8M starter code: ``q * 4/255 + (4/512 - 2)``.
+
+    The one dequantization rule of the project (serving, the frame cache, the torch batches).
+
+    Args:
+        q: uint8 levels of any shape (or float means of levels, e.g. a video's mean frame: the map
+            is affine, so the mean of dequantized frames is the dequantized mean).
+        dtype: ``np.float32`` (the starter code; what every model is fed) or ``np.float64``
+            (statistics); the arithmetic runs in this type.
+    """
+    out = np.asarray(q).astype(dtype)
+    out *= dtype(QUANT_SCALE)
+    out += dtype(QUANT_BIAS)
     return out
 
 

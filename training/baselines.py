@@ -17,10 +17,8 @@ for that many epochs. Each is exported to ONNX, ``baseline_{name}.onnx``: input 
 from __future__ import annotations
 
 import copy
-import io
 import logging
 import time
-import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,21 +26,23 @@ from typing import Any
 
 import numpy as np
 import numpy.typing as npt
-import onnx
 import torch
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
-from service.bundle import make_ort_session
-from service.yt8m import FEATURE_DIM, QUANT_BIAS, QUANT_SCALE, SEGMENT_FRAMES, Video
+from service import candidate
+from service.candidate import BASELINE_OUTPUT_NAMES
+from service.yt8m import FEATURE_DIM, SEGMENT_FRAMES, Video, dequantize
 from training.candidates import LstmModel, Standardize
+from training.candidates.loop import bce_per_video, optimizer_step
+from training.export import INPUT_FORMAT, compare_with_torch, write_onnx
 
 log = logging.getLogger(__name__)
 
 F32 = npt.NDArray[np.float32]
 I64 = npt.NDArray[np.int64]
 BASELINE_NAMES: tuple[str, ...] = ("lstm", "convnet")
-OPSET = 17
+GRAD_CLIP = 5.0
 
 
 # --------------------------------------------------------------------------------------------
@@ -198,7 +198,8 @@ def segment_set(videos: Sequence[Video], num_classes: int) -> SegmentSet:
 
 
 def _dequant(q: npt.NDArray[np.uint8]) -> Tensor:
-    return torch.from_numpy(q.astype(np.float32) * np.float32(QUANT_SCALE) + np.float32(QUANT_BIAS))
+    """uint8 [..., 1152] -> float32 tensor, by :func:`service.yt8m.dequantize`."""
+    return torch.from_numpy(dequantize(q))
 
 
 def masked_bce(logits: Tensor, target: Tensor, mask: Tensor) -> Tensor:
@@ -267,10 +268,7 @@ def _epoch(
         loss = masked_bce(
             logits, torch.from_numpy(data.target[b]), torch.from_numpy(data.mask[b]).float()
         )
-        opt.zero_grad()
-        loss.backward()
-        nn.utils.clip_grad_norm_(model.parameters(), 5.0)
-        opt.step()
+        optimizer_step(model, opt, loss, GRAD_CLIP)
         total += float(loss.detach()) * len(b)
         n += len(b)
     return total / max(n, 1)
@@ -389,14 +387,8 @@ def pretrain_convnet(
             frames, lengths, targets = collate_padded(items)
             if frames.shape[1] < 3:
                 frames = nn.functional.pad(frames, (0, 0, 0, 3 - frames.shape[1]))
-            logits = model(frames, lengths)
-            loss = nn.functional.binary_cross_entropy_with_logits(
-                logits, targets, reduction="sum"
-            ) / len(items)
-            opt.zero_grad()
-            loss.backward()
-            nn.utils.clip_grad_norm_(model.parameters(), 5.0)
-            opt.step()
+            loss = bce_per_video(model(frames, lengths), targets)
+            optimizer_step(model, opt, loss, GRAD_CLIP)
             total += float(loss.detach()) * len(items)
             n += len(items)
         losses.append(total / max(n, 1))
@@ -423,45 +415,26 @@ def export_baseline(model: Baseline, path: Path, *, check: bool = True) -> Path:
 
     With ``check`` the graph is compared with PyTorch at several frame counts (atol 1e-4).
     """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    graph = _Graph(model).eval()  # the exporter restores the wrapper's mode afterwards
-    buf = io.BytesIO()
-    with torch.no_grad(), warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        torch.onnx.export(
-            graph,
-            (torch.randn(37, FEATURE_DIM),),
-            buf,  # type: ignore[arg-type]
-            dynamo=False,
-            opset_version=OPSET,
-            input_names=["frames"],
-            output_names=["segment_probs"],
-            dynamic_axes={"frames": {0: "frames"}, "segment_probs": {0: "segments"}},
-            do_constant_folding=True,
-        )
-    model.eval()
-    proto = onnx.load_from_string(buf.getvalue())
-    for key, value in {
+    graph = _Graph(model).eval()
+    metadata = {
         "model": model.kind,
         "num_classes": str(model.num_classes),
-        "input_format": "float32_dequantized",
-    }.items():
-        entry = proto.metadata_props.add()
-        entry.key, entry.value = key, value
-    onnx.checker.check_model(proto)
-    path.write_bytes(proto.SerializeToString())
+        "input_format": INPUT_FORMAT,
+    }
+    names = BASELINE_OUTPUT_NAMES
+    write_onnx(graph, path, outputs=names, per_segment=names, metadata=metadata)
+    model.eval()
     if check:
-        rng = np.random.default_rng(0)
-        sess = make_ort_session(path)
-        for f in (4, 5, 12, 123):
-            x = rng.uniform(-2, 2, size=(f, FEATURE_DIM)).astype(np.float32)
-            got = sess.run(["segment_probs"], {"frames": x})[0]
-            with torch.no_grad():
-                want = model.graph(torch.from_numpy(x)).numpy()
-            if got.shape != want.shape or (got.size and np.abs(got - want).max() > 1e-4):
-                raise AssertionError(f"{path}: ONNX differs from torch at F={f}")
-    return path
+        runner = BaselineRunner(path)
+
+        @torch.no_grad()
+        def torch_fn(x: F32) -> list[np.ndarray]:
+            return [model.graph(torch.from_numpy(x)).numpy()]
+
+        compare_with_torch(
+            Path(path), lambda x: [runner(x)], torch_fn, names, frame_counts=(4, 5, 12, 123)
+        )
+    return Path(path)
 
 
 class BaselineRunner:
@@ -469,11 +442,13 @@ class BaselineRunner:
 
     def __init__(self, onnx_path: str | Path, *, threads: int = 1) -> None:
         self.path = Path(onnx_path)
-        self.session = make_ort_session(self.path, threads=threads)
+        self.session = candidate.open_session(
+            self.path, threads=threads, outputs=BASELINE_OUTPUT_NAMES
+        )
 
     def __call__(self, frames: F32) -> F32:
-        out = self.session.run(["segment_probs"], {"frames": np.ascontiguousarray(frames)})[0]
-        return np.asarray(out, np.float32)
+        """frames float32 [F, 1152] -> float32 [F // 5, C] (``service.candidate.run_baseline``)."""
+        return candidate.run_baseline(self.session, frames)
 
 
 def baseline_from_candidate(lstm: LstmModel) -> SegmentLstm:

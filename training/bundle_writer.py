@@ -119,19 +119,7 @@ def write_bundle(
         extra_files: relpath -> file to copy in (e.g. the candidate recall report).
     """
     out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    shutil.copyfile(candidate_onnx, out / "candidate.onnx")
-    booster.save_model(str(out / "ccrl.ubj"))
-    bank.save(out / "bank.npz")
-    base_files: dict[str, str] = {}
-    for bname, src in (baselines or {}).items():
-        rel = f"baseline_{bname}.onnx"
-        shutil.copyfile(src, out / rel)
-        base_files[bname] = rel
-    for rel, src in (extra_files or {}).items():
-        dst = out / rel
-        dst.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(src, dst)
+    base_files = _write_model_files(out, candidate_onnx, booster, bank, baselines, extra_files)
     manifest: dict[str, Any] = {
         "format_version": FORMAT_VERSION,
         "name": name,
@@ -162,6 +150,31 @@ def write_bundle(
     manifest["files"] = hash_files(out)
     write_json_atomic(out / MANIFEST, manifest)
     return out / MANIFEST
+
+
+def _write_model_files(
+    out: Path,
+    candidate_onnx: Path,
+    booster: xgb.Booster,
+    bank: ClassBank,
+    baselines: Mapping[str, Path] | None,
+    extra_files: Mapping[str, Path] | None,
+) -> dict[str, str]:
+    """Copy or save every file of the bundle but the manifest; return baseline name -> relpath."""
+    out.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(candidate_onnx, out / "candidate.onnx")
+    booster.save_model(str(out / "ccrl.ubj"))
+    bank.save(out / "bank.npz")
+    base_files: dict[str, str] = {}
+    for bname, src in (baselines or {}).items():
+        rel = f"baseline_{bname}.onnx"
+        shutil.copyfile(src, out / rel)
+        base_files[bname] = rel
+    for rel, src in (extra_files or {}).items():
+        dst = out / rel
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(src, dst)
+    return base_files
 
 
 def finalize_manifest(out: Path, *, metrics: Mapping[str, Any] | None = None) -> Path:

@@ -23,7 +23,7 @@ import numpy as np
 import numpy.typing as npt
 
 from service.yt8m import segment_id
-from training.metric import Ratings, RatingsLike, candidate_recall
+from training.metric import CandidateRecall, Ratings, RatingsLike, candidate_recall
 
 MAX_SHARE = 1.0 / 20.0
 TARGET_RECALL = 0.99
@@ -107,6 +107,55 @@ def k_grid(num_videos: int, chosen: int) -> list[int]:
     return sorted(x for x in ks if 1 <= x <= num_videos)
 
 
+def _check_inputs(
+    generators: Mapping[str, npt.NDArray[np.float32]],
+    num_videos: int,
+    num_segments: npt.NDArray[np.int64],
+    split: str,
+) -> None:
+    """Raise ``ValueError`` unless every generator scores the same V > 0 videos with C classes."""
+    if not generators:
+        raise ValueError("no generators to report on")
+    if num_videos == 0:
+        raise ValueError(f"the rated split {split}/ holds no video")
+    if len(num_segments) != num_videos:
+        raise ValueError(f"num_segments has {len(num_segments)} rows for {num_videos} videos")
+    shapes = {name: tuple(p.shape) for name, p in generators.items()}
+    for name, p in generators.items():
+        if p.ndim != 2 or p.shape[0] != num_videos:
+            raise ValueError(f"generator {name!r}: video_probs {p.shape} != [{num_videos}, C]")
+    if len(set(shapes.values())) != 1:
+        raise ValueError(f"generators disagree on shapes: {shapes}")
+
+
+def _generator_entry(
+    rec: CandidateRecall,
+    k: int,
+    ks: Sequence[int],
+    grid: Sequence[int],
+    kept: npt.NDArray[np.float64],
+    total_segments: int,
+) -> dict[str, Any]:
+    """One generator's report fields from its recall curve ``rec`` (at ``ks``) at the common K.
+
+    ``kept``: float64 [V], segments kept per class at K = 1..V (:func:`segments_kept`).
+    """
+    at_k = rec.recall[rec.ks.index(k)]
+    return {
+        "average_recall_at_k": rec.mean[k],
+        "micro_recall_at_k": rec.micro[k],
+        "min_class_recall_at_k": float(at_k.min()),
+        "classes_below_0.99": int(np.sum(at_k < 0.99)),
+        "segments_kept_per_class": float(kept[k - 1]),
+        "segment_share": float(kept[k - 1] / max(total_segments, 1)),
+        "reduction_factor": float(total_segments / max(kept[k - 1], 1e-9)),
+        "per_class_recall_at_k": {str(c): float(r) for c, r in rec.per_class(k).items()},
+        "curve": {"k": list(ks), "average_recall": [rec.mean[x] for x in ks]},
+        "table": {str(g): rec.mean[g] for g in grid},
+        **_target_k(rec.mean, ks, kept, total_segments),
+    }
+
+
 def build_report(
     generators: Mapping[str, npt.NDArray[np.float32]],
     video_ids: Sequence[str],
@@ -130,20 +179,9 @@ def build_report(
         class_names: optional class id -> name for the per-class table.
         extra: optional name -> additional fields (training time, epochs, ...) stored per generator.
     """
-    if not generators:
-        raise ValueError("no generators to report on")
     num_videos = len(video_ids)
-    if num_videos == 0:
-        raise ValueError(f"the rated split {split}/ holds no video")
-    if len(num_segments) != num_videos:
-        raise ValueError(f"num_segments has {len(num_segments)} rows for {num_videos} videos")
+    _check_inputs(generators, num_videos, num_segments, split)
     total_segments = int(np.sum(num_segments))
-    shapes = {name: tuple(p.shape) for name, p in generators.items()}
-    for name, p in generators.items():
-        if p.ndim != 2 or p.shape[0] != num_videos:
-            raise ValueError(f"generator {name!r}: video_probs {p.shape} != [{num_videos}, C]")
-    if len(set(shapes.values())) != 1:
-        raise ValueError(f"generators disagree on shapes: {shapes}")
     probe = candidate_recall(video_ids, next(iter(generators.values())), ratings, [1])
     classes = probe.classes
     if len(classes) == 0:
@@ -159,22 +197,8 @@ def build_report(
     gens: dict[str, Any] = {}
     for name, probs in generators.items():
         rec = candidate_recall(video_ids, probs, ratings, ks)
-        at_k = rec.recall[rec.ks.index(k)]
-        kept = kept_by_gen[name]
-        gens[name] = {
-            "average_recall_at_k": rec.mean[k],
-            "micro_recall_at_k": rec.micro[k],
-            "min_class_recall_at_k": float(at_k.min()),
-            "classes_below_0.99": int(np.sum(at_k < 0.99)),
-            "segments_kept_per_class": float(kept[k - 1]),
-            "segment_share": float(kept[k - 1] / max(total_segments, 1)),
-            "reduction_factor": float(total_segments / max(kept[k - 1], 1e-9)),
-            "per_class_recall_at_k": {str(c): float(r) for c, r in rec.per_class(k).items()},
-            "curve": {"k": list(ks), "average_recall": [rec.mean[x] for x in ks]},
-            "table": {str(g): rec.mean[g] for g in grid},
-            **_target_k(rec.mean, ks, kept, total_segments),
-            **dict((extra or {}).get(name, {})),
-        }
+        entry = _generator_entry(rec, k, ks, grid, kept_by_gen[name], total_segments)
+        gens[name] = {**entry, **dict((extra or {}).get(name, {}))}
     names = {str(int(c)): class_names[int(c)] for c in classes if class_names and c in class_names}
     return {
         "split": split,

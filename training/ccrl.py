@@ -25,8 +25,9 @@ import numpy.typing as npt
 import xgboost as xgb
 from tqdm.auto import tqdm
 
+from service import candidate
 from service.bank import ClassBank
-from service.bundle import make_ort_session, predict_pairs
+from service.bundle import predict_pairs
 from service.features import FEATURE_NAMES, FEATURE_TYPES, build_pair_features
 from service.yt8m import SEGMENT_FRAMES, Video, segment_id
 
@@ -34,9 +35,6 @@ log = logging.getLogger(__name__)
 
 F32 = npt.NDArray[np.float32]
 I64 = npt.NDArray[np.int64]
-
-CANDIDATE_OUTPUTS = ("video_probs", "segment_probs", "segment_embeddings")
-
 
 # --------------------------------------------------------------------------------------------
 # Candidate outputs per video
@@ -99,30 +97,23 @@ def in_range_ratings(video: Video) -> tuple[I64, I64, F32, int]:
 
 
 class CandidateRunner:
-    """Runs ``candidate.onnx`` (ONNX Runtime, explicit threads) on videos."""
+    """Runs ``candidate.onnx`` on videos (:mod:`service.candidate`, the serving call; CPU)."""
 
     def __init__(self, onnx_path: str | Path, *, threads: int = 1) -> None:
         self.path = Path(onnx_path)
-        self.session = make_ort_session(self.path, threads=threads)
-        meta = self.session.get_modelmeta().custom_metadata_map
-        self.num_classes = int(meta.get("num_classes", "0"))
-        self.embedding_dim = int(meta.get("embedding_dim", "0"))
+        self.session = candidate.open_session(self.path, threads=threads)
+        self.num_classes, self.embedding_dim = candidate.graph_dims(self.session)
 
     def __call__(self, video: Video) -> VideoOutputs:
         """One video -> its outputs (and its in-range ratings); a video without frames gets zero
         probabilities and no segments."""
-        if video.num_frames == 0:
-            vp = np.zeros(self.num_classes, np.float32)
-            sp = np.zeros((0, self.num_classes), np.float32)
-            se = np.zeros((0, self.embedding_dim), np.float32)
-        else:
-            vp, sp, se = self.session.run(list(CANDIDATE_OUTPUTS), {"frames": video.features()})
+        out = candidate.run(self.session, video.features())
         cls, seg, lab, _ = in_range_ratings(video)
         return VideoOutputs(
             video.id,
-            np.asarray(vp, np.float32),
-            np.asarray(sp, np.float32),
-            np.asarray(se, np.float32),
+            out.video_probs,
+            out.segment_probs,
+            out.segment_embeddings,
             cls,
             seg,
             lab,

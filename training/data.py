@@ -35,7 +35,7 @@ import numpy.typing as npt
 import torch
 from torch.utils.data import Dataset, Sampler
 
-from service.yt8m import FEATURE_DIM, QUANT_BIAS, QUANT_SCALE, Video
+from service.yt8m import FEATURE_DIM, Video, dequantize
 
 CACHE_VERSION = 1
 _I64 = npt.NDArray[np.int64]
@@ -169,7 +169,7 @@ class FrameCache:
             if nonempty.any():
                 sums[nonempty] = np.add.reduceat(block, starts[nonempty], axis=0)
             mean_q = sums / np.maximum(lens, 1)[:, None]
-            out[a:b] = mean_q * np.float32(QUANT_SCALE) + np.float32(QUANT_BIAS)
+            out[a:b] = dequantize(mean_q, np.float64)
             out[a:b][~nonempty] = 0.0
         return out
 
@@ -183,7 +183,7 @@ class FrameCache:
         rows = np.arange(n)
         if n > max_frames:
             rows = np.sort(np.random.default_rng(seed).choice(n, size=max_frames, replace=False))
-        x = np.asarray(self.frames[rows], dtype=np.float64) * QUANT_SCALE + QUANT_BIAS
+        x = dequantize(self.frames[rows], np.float64)
         return x.mean(0).astype(np.float32), x.std(0).astype(np.float32)
 
 
@@ -311,11 +311,6 @@ def load_split(
 # --------------------------------------------------------------------------------------------
 
 
-def dequantize_torch(q: torch.Tensor) -> torch.Tensor:
-    """uint8 tensor -> float32, the YouTube-8M dequantization (same as ``service.yt8m``)."""
-    return q.to(torch.float32) * float(np.float32(QUANT_SCALE)) + float(np.float32(QUANT_BIAS))
-
-
 class VideoDataset(Dataset[tuple[torch.Tensor, torch.Tensor]]):
     """Videos ``indices`` of a cache as (uint8 frames [F, 1152], multi-hot labels float32 [C])."""
 
@@ -351,7 +346,7 @@ def collate_padded(
     t = max(int(lengths.max()), 1)
     frames = torch.zeros(len(batch), t, FEATURE_DIM, dtype=torch.float32)
     for j, (x, _) in enumerate(batch):
-        frames[j, : x.shape[0]] = dequantize_torch(x)
+        frames[j, : x.shape[0]] = torch.from_numpy(dequantize(x.numpy()))
     return frames, lengths, torch.stack([y for _, y in batch])
 
 

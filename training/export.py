@@ -11,14 +11,16 @@ The graph:
 The TorchScript-based exporter (``dynamo=False``) is used on purpose: it maps ``nn.LSTM`` to the
 ONNX ``LSTM`` operator with a symbolic sequence length, where the dynamo exporter may bake the
 example's length into bidirectional LSTM graphs. :func:`check_graph` verifies the result with ONNX
-Runtime at frame counts other than the example's.
+Runtime at frame counts other than the example's, through :mod:`service.candidate` (the graph's
+names and the one ``run`` that serving uses). :func:`write_onnx` and :func:`compare_with_torch` are
+shared with the baseline graphs (:mod:`training.baselines`).
 """
 
 from __future__ import annotations
 
 import io
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -28,10 +30,10 @@ import onnx
 import torch
 from torch import Tensor, nn
 
+from service import candidate
+from service.candidate import INPUT_NAME, OUTPUT_NAMES
 from service.yt8m import FEATURE_DIM, SEGMENT_FRAMES
 
-INPUT_NAME = "frames"
-OUTPUT_NAMES: tuple[str, str, str] = ("video_probs", "segment_probs", "segment_embeddings")
 INPUT_FORMAT = "float32_dequantized"
 OPSET = 17
 #: The example length used for tracing: deliberately not one of the lengths the tests check.
@@ -73,6 +75,52 @@ def graph_metadata(model: nn.Module) -> dict[str, str]:
     return meta
 
 
+def write_onnx(
+    graph: nn.Module,
+    path: Path,
+    *,
+    outputs: Sequence[str],
+    per_segment: Sequence[str],
+    metadata: Mapping[str, str],
+    doc_string: str = "",
+    example_frames: int = EXAMPLE_FRAMES,
+) -> Path:
+    """Trace ``graph`` (``forward(frames [F, 1152]) -> outputs``, eval mode) into ``path``.
+
+    The frame axis of the input and the segment axis of the ``per_segment`` outputs are dynamic;
+    ``metadata`` becomes the graph's ``metadata_props`` in the given order. The graph is checked
+    by ``onnx.checker`` and written atomically; returns ``path``.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    buf = io.BytesIO()
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(
+            graph,
+            (torch.randn(example_frames, FEATURE_DIM),),
+            buf,  # type: ignore[arg-type]
+            dynamo=False,
+            opset_version=OPSET,
+            input_names=[INPUT_NAME],
+            output_names=list(outputs),
+            dynamic_axes={INPUT_NAME: {0: "frames"}, **{n: {0: "segments"} for n in per_segment}},
+            do_constant_folding=True,
+        )
+    proto = onnx.load_from_string(buf.getvalue())
+    del proto.metadata_props[:]
+    for key, value in metadata.items():
+        entry = proto.metadata_props.add()
+        entry.key, entry.value = key, str(value)
+    if doc_string:
+        proto.doc_string = doc_string
+    onnx.checker.check_model(proto)
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_bytes(proto.SerializeToString())
+    tmp.replace(path)
+    return path
+
+
 def export_onnx(
     model: nn.Module,
     path: Path,
@@ -86,48 +134,25 @@ def export_onnx(
     """
     if not hasattr(model, "graph_outputs"):
         raise ValueError(f"{type(model).__name__} has no graph_outputs(frames): not a candidate")
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    was_training = model.training
-    model.eval()
-    example = torch.randn(example_frames, FEATURE_DIM)
-    buf = io.BytesIO()
-    try:
-        with torch.no_grad(), warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            torch.onnx.export(
-                _GraphWrapper(model),
-                (example,),
-                buf,  # type: ignore[arg-type]
-                dynamo=False,
-                opset_version=OPSET,
-                input_names=[INPUT_NAME],
-                output_names=list(OUTPUT_NAMES),
-                dynamic_axes={
-                    INPUT_NAME: {0: "frames"},
-                    "segment_probs": {0: "segments"},
-                    "segment_embeddings": {0: "segments"},
-                },
-                do_constant_folding=True,
-            )
-    finally:
-        model.train(was_training)
-    proto = onnx.load_from_string(buf.getvalue())
     meta = graph_metadata(model)
     meta.update(extra_metadata or {})
-    del proto.metadata_props[:]
-    for key, value in sorted(meta.items()):
-        entry = proto.metadata_props.add()
-        entry.key, entry.value = key, str(value)
-    proto.doc_string = (
-        "Candidate generator: frames float32 [F, 1152] (dequantized rgb then audio) -> "
-        "video_probs [C], segment_probs [F // 5, C], segment_embeddings [F // 5, D]."
-    )
-    onnx.checker.check_model(proto)
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_bytes(proto.SerializeToString())
-    tmp.replace(path)
-    return path
+    was_training = model.training
+    model.eval()
+    try:
+        return write_onnx(
+            _GraphWrapper(model),
+            path,
+            outputs=OUTPUT_NAMES,
+            per_segment=OUTPUT_NAMES[1:],
+            metadata=dict(sorted(meta.items())),
+            doc_string=(
+                "Candidate generator: frames float32 [F, 1152] (dequantized rgb then audio) -> "
+                "video_probs [C], segment_probs [F // 5, C], segment_embeddings [F // 5, D]."
+            ),
+            example_frames=example_frames,
+        )
+    finally:
+        model.train(was_training)
 
 
 def read_metadata(path: Path) -> dict[str, str]:
@@ -148,32 +173,26 @@ def torch_outputs(model: nn.Module, frames: npt.NDArray[np.float32]) -> list[np.
     return [t.numpy() for t in out]
 
 
-def check_graph(
-    model: nn.Module,
+def compare_with_torch(
     path: Path,
+    onnx_fn: Callable[[npt.NDArray[np.float32]], Sequence[np.ndarray]],
+    torch_fn: Callable[[npt.NDArray[np.float32]], Sequence[np.ndarray]],
+    names: Sequence[str],
     *,
     frame_counts: Sequence[int] = CHECK_FRAMES,
     atol: float = 1e-4,
     seed: int = 0,
 ) -> float:
-    """Compare ONNX Runtime with PyTorch at each frame count; return the max abs difference.
+    """Run both functions on random frames [F, 1152] at each F; return the max abs difference.
 
-    Random frames in the quantization range [-2, 2]. Raises ``AssertionError`` naming the frame
-    count and output on a shape mismatch or a difference above ``atol``.
+    Random frames in the quantization range [-2, 2]. Raises ``AssertionError`` naming ``path``,
+    the frame count and the output (``names``) on a shape mismatch or a difference above ``atol``.
     """
-    import onnxruntime as ort
-
-    opts = ort.SessionOptions()
-    opts.intra_op_num_threads = 1
-    opts.inter_op_num_threads = 1
-    sess = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
     rng = np.random.default_rng(seed)
     worst = 0.0
     for f in frame_counts:
         frames = rng.uniform(-2.0, 2.0, size=(f, FEATURE_DIM)).astype(np.float32)
-        got = sess.run(list(OUTPUT_NAMES), {INPUT_NAME: frames})
-        want = torch_outputs(model, frames)
-        for name, g, w in zip(OUTPUT_NAMES, got, want, strict=True):
+        for name, g, w in zip(names, onnx_fn(frames), torch_fn(frames), strict=True):
             if g.shape != w.shape:
                 raise AssertionError(f"{path}: F={f}: {name} shape {g.shape} != torch {w.shape}")
             if g.size:
@@ -182,3 +201,32 @@ def check_graph(
                     raise AssertionError(f"{path}: F={f}: {name} differs from torch by {diff:.3g}")
                 worst = max(worst, diff)
     return worst
+
+
+def check_graph(
+    model: nn.Module,
+    path: Path,
+    *,
+    frame_counts: Sequence[int] = CHECK_FRAMES,
+    atol: float = 1e-4,
+    seed: int = 0,
+) -> float:
+    """Compare ``candidate.onnx`` (run by :func:`service.candidate.run`, as served) with PyTorch.
+
+    See :func:`compare_with_torch`; returns the max abs difference over the outputs.
+    """
+    session = candidate.open_session(path)
+
+    def onnx_fn(frames: npt.NDArray[np.float32]) -> tuple[np.ndarray, ...]:
+        out = candidate.run(session, frames)
+        return out.video_probs, out.segment_probs, out.segment_embeddings
+
+    return compare_with_torch(
+        path,
+        onnx_fn,
+        lambda frames: torch_outputs(model, frames),
+        OUTPUT_NAMES,
+        frame_counts=frame_counts,
+        atol=atol,
+        seed=seed,
+    )

@@ -247,10 +247,9 @@ def _run_models(
         outputs.append(o)
         if not baselines:
             continue
-        frames = v.features() if v.num_frames else None
+        frames = v.features()  # a video without frames gets [0, R] (service.candidate.run_baseline)
         for n, br in base_runners.items():
-            probs = br(frames)[:, cls] if frames is not None else np.zeros((0, len(cls)))
-            base_scores[n].append(probs.astype(np.float32, copy=False))
+            base_scores[n].append(br(frames)[:, cls].astype(np.float32, copy=False))
     if not outputs:
         raise ValueError("no videos to rank")
     return outputs, {n: np.concatenate(s).astype(np.float32) for n, s in base_scores.items()}

@@ -614,6 +614,10 @@ def generate_video(
 ) -> tuple[Video, VideoTruth]:
     """One synthetic video and its ground truth.
 
+    Stages, in the order they draw from ``rng``: length and classes, timeline (:func:`_layout`),
+    per-run appearance, frames (:func:`_render`), the rating plan, the noisy video labels, the
+    segment ratings (:func:`_rate`).
+
     Args:
         rated_class: for validate/test, the rated class the video is built around and rated for;
             ``None`` for a train video (no segment ratings).
@@ -621,24 +625,68 @@ def generate_video(
     cfg = world.config
     span = cfg.max_frames - cfg.min_frames
     frames = cfg.min_frames + round(span * rng.beta(*cfg.length_beta))
-    # A rated video whose rated class is absent: the raters were sent to it by a (spurious) video
-    # label, but it is about a look-alike sibling; all of its ratings are negatives.
-    absent = (
+    absent = _rated_class_absent(world, rng, rated_class)
+    classes = _video_classes(world, rng, rated_class, absent)
+    presence, runs, decoys = _layout(world, rng, frames, classes)
+    run_of, strength, rgb_sig, audio_sig = _run_appearance(world, rng, frames, classes, runs)
+    rgb, audio = _render_video(world, rng, frames, classes, run_of, strength, rgb_sig, audio_sig)
+    plan = _rating_plan(world, rng, classes, rated_class)
+    labels = _noisy_labels(world, rng, classes, {c for c, _ in plan})
+    if absent:  # the spurious label that sent the raters here (at most 5 labels in all)
+        labels = np.union1d(labels[:4], [rated_class]).astype(np.int64)
+    truth = VideoTruth(classes, presence, decoys, np.zeros(0, dtype=np.int64))
+    rated, seg_labels, seg_starts, seg_scores = _ratings(
+        world, rng, truth, plan, absent, rated_class
+    )
+    video = Video(
+        id=video_id,
+        rgb=quantize(rgb),
+        audio=quantize(audio),
+        labels=labels,
+        segment_labels=np.asarray(seg_labels, dtype=np.int64),
+        segment_starts=np.asarray(seg_starts, dtype=np.int64),
+        segment_scores=np.asarray(seg_scores, dtype=np.float32),
+    )
+    return video, VideoTruth(classes, presence, decoys, np.asarray(rated, dtype=np.int64))
+
+
+def _rated_class_absent(world: World, rng: np.random.Generator, rated_class: int | None) -> bool:
+    """Whether a rated video lacks its rated class: the raters were sent to it by a (spurious)
+    video label, but it is about a look-alike sibling; all of its ratings are negatives."""
+    cfg = world.config
+    return (
         rated_class is not None
         and cfg.absent_rated_prob > 0
         and len(world.siblings[rated_class]) > 0
         and rng.random() < cfg.absent_rated_prob
     )
-    if absent:
-        assert rated_class is not None
-        topic = int(rng.choice(world.siblings[rated_class]))
-        classes = _draw_classes(world, rng, topic)
-        classes = classes[classes != rated_class]
-    else:
-        classes = _draw_classes(world, rng, rated_class)
-    presence, runs, decoys = _layout(world, rng, frames, classes)
 
-    # Per-run appearance: strength, modality dropout, mode.
+
+def _video_classes(
+    world: World, rng: np.random.Generator, rated_class: int | None, absent: bool
+) -> I64:
+    """The classes present in the video: int64 [K], its topic first."""
+    if not absent:
+        return _draw_classes(world, rng, rated_class)
+    assert rated_class is not None
+    topic = int(rng.choice(world.siblings[rated_class]))
+    classes = _draw_classes(world, rng, topic)
+    return classes[classes != rated_class]
+
+
+def _run_appearance(
+    world: World,
+    rng: np.random.Generator,
+    frames: int,
+    classes: I64,
+    runs: list[tuple[int, int, int]],
+) -> tuple[I64, F32, F32, F32]:
+    """Per run of the timeline: strength, modality dropout and mode.
+
+    Returns (run of each frame int64 [F] (-1: background), strength float32 [F], rgb signal
+    float32 [n_runs, 1024], audio signal float32 [n_runs, 128]).
+    """
+    cfg = world.config
     n_runs = len(runs)
     video_mode = {int(c): int(rng.integers(cfg.modes_per_class)) for c in classes}
     run_of = np.full(frames, -1, dtype=np.int64)
@@ -663,7 +711,21 @@ def generate_video(
             mode = int(rng.integers(cfg.modes_per_class))
         rgb_sig[r] = rgb_gain[r] * (world.rgb.prototypes[c] + world.rgb.modes[c, mode])
         audio_sig[r] = audio_gain[r] * (world.audio.prototypes[c] + world.audio.modes[c, mode])
+    return run_of, strength, rgb_sig, audio_sig
 
+
+def _render_video(
+    world: World,
+    rng: np.random.Generator,
+    frames: int,
+    classes: I64,
+    run_of: I64,
+    strength: F32,
+    rgb_sig: F32,
+    audio_sig: F32,
+) -> tuple[F32, F32]:
+    """The video's frames before quantization: rgb float32 [F, 1024], audio float32 [F, 128]."""
+    cfg = world.config
     ctx = cfg.context_scale / math.sqrt(len(classes))
     ctx_rgb = (ctx * world.rgb.prototypes[classes].sum(axis=0)).astype(np.float32)
     ctx_audio = (ctx * world.audio.prototypes[classes].sum(axis=0)).astype(np.float32)
@@ -672,42 +734,45 @@ def generate_video(
     audio = _render(
         world, world.audio, rng, frames, shot_of, run_of, audio_sig, strength, ctx_audio
     )
+    return rgb, audio
 
-    plan: list[tuple[int, int]] = []  # (rated class, ratings wanted)
-    if rated_class is not None:
-        lo, hi = cfg.ratings_per_video
-        n_total = int(rng.integers(lo, hi + 1))
-        plan = [(rated_class, n_total)]
-        others = np.intersect1d(classes[1:], world.rated)
-        if len(others) and rng.random() < cfg.second_class_prob:
-            plan = [(rated_class, max(2, n_total - 2)), (int(rng.choice(others)), 2)]
-    labels = _noisy_labels(world, rng, classes, {c for c, _ in plan})
-    if absent:  # the spurious label that sent the raters here (at most 5 labels in all)
-        labels = np.union1d(labels[:4], [rated_class]).astype(np.int64)
-    rated_classes: list[int] = []
+
+def _rating_plan(
+    world: World, rng: np.random.Generator, classes: I64, rated_class: int | None
+) -> list[tuple[int, int]]:
+    """(rated class, ratings wanted) pairs: none for a train video, sometimes a second class."""
+    if rated_class is None:
+        return []
+    cfg = world.config
+    lo, hi = cfg.ratings_per_video
+    n_total = int(rng.integers(lo, hi + 1))
+    others = np.intersect1d(classes[1:], world.rated)
+    if len(others) and rng.random() < cfg.second_class_prob:
+        return [(rated_class, max(2, n_total - 2)), (int(rng.choice(others)), 2)]
+    return [(rated_class, n_total)]
+
+
+def _ratings(
+    world: World,
+    rng: np.random.Generator,
+    truth: VideoTruth,
+    plan: list[tuple[int, int]],
+    absent: bool,
+    rated_class: int | None,
+) -> tuple[list[int], list[int], list[int], list[float]]:
+    """The segment ratings of ``plan``: (rated classes, then per rating: class, start, score)."""
+    rated: list[int] = []
     seg_labels: list[int] = []
     seg_starts: list[int] = []
     seg_scores: list[float] = []
-    if plan:
-        truth_tmp = VideoTruth(classes, presence, decoys, np.zeros(0, dtype=np.int64))
-        for c, n in plan:
-            starts, scores = _rate(world, rng, truth_tmp, int(c), n, absent and c == rated_class)
-            if len(starts):
-                rated_classes.append(int(c))
-                seg_labels += [int(c)] * len(starts)
-                seg_starts += starts.tolist()
-                seg_scores += scores.tolist()
-    video = Video(
-        id=video_id,
-        rgb=quantize(rgb),
-        audio=quantize(audio),
-        labels=labels,
-        segment_labels=np.asarray(seg_labels, dtype=np.int64),
-        segment_starts=np.asarray(seg_starts, dtype=np.int64),
-        segment_scores=np.asarray(seg_scores, dtype=np.float32),
-    )
-    truth = VideoTruth(classes, presence, decoys, np.asarray(rated_classes, dtype=np.int64))
-    return video, truth
+    for c, n in plan:
+        starts, scores = _rate(world, rng, truth, int(c), n, absent and c == rated_class)
+        if len(starts):
+            rated.append(int(c))
+            seg_labels += [int(c)] * len(starts)
+            seg_starts += starts.tolist()
+            seg_scores += scores.tolist()
+    return rated, seg_labels, seg_starts, seg_scores
 
 
 def _noisy_labels(world: World, rng: np.random.Generator, classes: I64, keep: set[int]) -> I64:

@@ -40,6 +40,17 @@ def test_dequantize_is_the_starter_code_formula() -> None:
     assert got[255] == pytest.approx(2.0078125)
 
 
+def test_dequantize_in_float64_and_of_mean_levels() -> None:
+    """The statistics' float64 variant is the exact formula; a mean of levels dequantizes to the
+    mean of the dequantized frames (the map is affine)."""
+    got = dequantize(ALL_LEVELS, np.float64)
+    assert got.dtype == np.float64
+    np.testing.assert_array_equal(got, np.arange(256) * (4 / 255) + (4 / 512 - 2))
+    q = np.random.default_rng(1).integers(0, 256, (9, AUDIO_DIM), dtype=np.uint8)
+    mean_of_frames = dequantize(q, np.float64).mean(0)
+    np.testing.assert_allclose(dequantize(q.mean(0), np.float64), mean_of_frames, atol=1e-12)
+
+
 def test_dequantize_keeps_shape() -> None:
     q = np.random.default_rng(0).integers(0, 256, (7, RGB_DIM), dtype=np.uint8)
     d = dequantize(q)

@@ -1,0 +1,301 @@
+"""The candidate training loop: one generator trained on the video labels of ``train/``.
+
+Read top to bottom: :func:`train_model` seeds and builds the model, splits off validation videos,
+resumes from a checkpoint (:mod:`training.candidates.checkpoint`) or fits the input statistics,
+then runs epochs (:func:`_train_epoch`, :func:`_end_epoch`) with early stopping, writing a
+checkpoint after each. The only difference between the two generators is how batches are fed,
+chosen once by :func:`_feed`:
+
+- logistic (:class:`_PooledFeed`): shuffled batches of precomputed mean frames, trained with a
+  strong L2 penalty (on the default synthetic corpus this lifted Recall@(1/20 of the videos) from
+  0.41 to 0.69);
+- LSTM (:class:`_PaddedFeed`): length-bucketed padded batches of frames, and an output bias that
+  starts at logit(label prior).
+"""
+
+from __future__ import annotations
+
+import copy
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+import torch
+from torch import Tensor, nn
+from tqdm.auto import tqdm
+
+from training.candidates.checkpoint import CHECKPOINT_NAME, LoopState, resume_from, save_checkpoint
+from training.candidates.config import ModelConfig
+from training.candidates.models import LogisticModel, LstmModel, build_model
+
+#: An epoch's batches (as the feed's ``forward`` takes them) and how many there are.
+Batches = tuple[Iterable[Any], int]
+
+
+@dataclass
+class TrainOutcome:
+    """A trained generator and how it got there."""
+
+    model: LogisticModel | LstmModel
+    history: list[dict[str, float]]
+    best_epoch: int
+    best_val_loss: float
+    train_seconds: float
+    videos_per_second: float
+    checkpoint: Path
+
+
+def bce_per_video(logits: Tensor, targets: Tensor) -> Tensor:
+    """Binary cross-entropy summed over classes, averaged over videos ([B, C] each)."""
+    return nn.functional.binary_cross_entropy_with_logits(logits, targets, reduction="sum") / max(
+        len(targets), 1
+    )
+
+
+def optimizer_step(
+    model: nn.Module, opt: torch.optim.Optimizer, loss: Tensor, grad_clip: float
+) -> None:
+    """Backpropagate ``loss`` and step ``opt``; clip the gradient norm at ``grad_clip`` if > 0."""
+    opt.zero_grad(set_to_none=True)
+    loss.backward()  # type: ignore[no-untyped-call]
+    if grad_clip > 0:
+        nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
+    opt.step()
+
+
+def split_train_val(
+    num_videos: int, val_fraction: float, seed: int
+) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64]]:
+    """Held-out split by video: (train indices, validation indices), both sorted."""
+    if num_videos < 2:
+        raise ValueError(f"need at least 2 training videos for a held-out split, got {num_videos}")
+    n_val = min(max(1, round(num_videos * val_fraction)), num_videos - 1)
+    perm = np.random.default_rng([seed, 7919]).permutation(num_videos)
+    return np.sort(perm[n_val:]), np.sort(perm[:n_val])
+
+
+# --------------------------------------------------------------------------------------------
+# Feeding the two generators
+# --------------------------------------------------------------------------------------------
+
+
+class _PooledFeed:
+    """The logistic model's batches: rows of the videos' mean frames float32 [V, 1152]."""
+
+    log_every = 10  # full-batch epochs are many and fast: log every 10th
+
+    def __init__(
+        self, model: LogisticModel, cache: Any, targets: Tensor, train_idx: Any, val_idx: Any
+    ) -> None:
+        self.model, self.targets = model, targets
+        self.train_idx, self.val_idx = train_idx, val_idx
+        self.mean_frames = cache.mean_frames()
+        self.pooled = torch.from_numpy(self.mean_frames)
+
+    def prepare(self) -> None:
+        """Fit the input standardization on the training videos' mean frames."""
+        train = self.mean_frames[self.train_idx]
+        self.model.norm.fit(train.mean(0), train.std(0))
+
+    def batches(self, epoch: int) -> Batches:
+        """The epoch's batches (index tensors of a seeded shuffle) and their count."""
+        cfg = self.model.cfg
+        g = torch.Generator().manual_seed(cfg.seed * 1000 + epoch)
+        order = torch.from_numpy(self.train_idx)[torch.randperm(len(self.train_idx), generator=g)]
+        return order.split(cfg.batch_size), -(-len(self.train_idx) // cfg.batch_size)
+
+    def forward(self, batch: Tensor) -> tuple[Tensor, Tensor]:
+        """(logits [B, C], targets [B, C]) of one batch of video indices."""
+        return self.model.forward_pooled(self.pooled[batch]), self.targets[batch]
+
+    def val_loss(self) -> float:
+        """Mean loss of the validation videos (one batch)."""
+        logits = self.model.forward_pooled(self.pooled[self.val_idx])
+        return float(bce_per_video(logits, self.targets[self.val_idx]))
+
+
+class _PaddedFeed:
+    """The LSTM's batches: padded frames of similar length (:class:`training.data.VideoDataset`)."""
+
+    log_every = 1
+
+    def __init__(
+        self, model: LstmModel, cache: Any, targets: Tensor, train_idx: Any, val_idx: Any
+    ) -> None:
+        from training.data import LengthBucketSampler, VideoDataset, collate_padded
+
+        cfg = model.cfg
+        self.model, self.cache, self.targets = model, cache, targets
+        self.train_idx, self.val_idx = train_idx, val_idx
+        train_ds = VideoDataset(cache, cfg.num_classes, train_idx)
+        self.sampler = LengthBucketSampler(train_ds.lengths, cfg.batch_size, seed=cfg.seed)
+        self.loader = torch.utils.data.DataLoader(
+            train_ds, batch_sampler=self.sampler, collate_fn=collate_padded, num_workers=0
+        )
+        val_ds = VideoDataset(cache, cfg.num_classes, val_idx)
+        self.val_loader = torch.utils.data.DataLoader(
+            val_ds,
+            batch_sampler=LengthBucketSampler(val_ds.lengths, 64, seed=0, bucket_batches=10**6),
+            collate_fn=collate_padded,
+        )
+
+    def prepare(self) -> None:
+        """Fit the input standardization on sampled frames; start the output bias at the prior.
+
+        With 100 sparse classes a zero bias starts every class at p = 0.5; the LSTM then spends
+        its first epochs (at a high learning rate) pushing all logits down instead of learning
+        features.
+        """
+        mean, std = self.cache.frame_stats(seed=self.model.cfg.seed)
+        self.model.norm.fit(mean, std)
+        prior = self.targets[torch.from_numpy(self.train_idx)].float().mean(0)
+        with torch.no_grad():
+            self.model.head.bias.copy_(torch.logit(prior.clamp(1e-4, 1 - 1e-4)))
+
+    def batches(self, epoch: int) -> Batches:
+        """The epoch's length-bucketed batches (the loader) and their count."""
+        self.sampler.set_epoch(epoch)
+        return self.loader, len(self.sampler)
+
+    def forward(self, batch: tuple[Tensor, Tensor, Tensor]) -> tuple[Tensor, Tensor]:
+        """(logits [B, C], targets [B, C]) of one padded batch (frames, lengths, targets)."""
+        frames, lengths, y = batch
+        return self.model(frames, lengths), y
+
+    def val_loss(self) -> float:
+        """Mean loss of the validation videos (batches of 64)."""
+        total = 0.0
+        for frames, lengths, y in self.val_loader:
+            total += float(bce_per_video(self.model(frames, lengths), y)) * len(y)
+        return total / max(len(self.val_idx), 1)
+
+
+def _feed(
+    model: LogisticModel | LstmModel, cache: Any, targets: Tensor, train_idx: Any, val_idx: Any
+) -> _PooledFeed | _PaddedFeed:
+    """The one place where the logistic and LSTM generators part ways."""
+    if isinstance(model, LogisticModel):
+        return _PooledFeed(model, cache, targets, train_idx, val_idx)
+    return _PaddedFeed(model, cache, targets, train_idx, val_idx)
+
+
+# --------------------------------------------------------------------------------------------
+# The loop
+# --------------------------------------------------------------------------------------------
+
+
+def _train_epoch(
+    model: nn.Module,
+    opt: torch.optim.Optimizer,
+    feed: _PooledFeed | _PaddedFeed,
+    cfg: ModelConfig,
+    epoch: int,
+    progress: bool,
+) -> tuple[float, int, float]:
+    """One pass over the training batches: (summed loss, videos, seconds)."""
+    model.train()
+    torch.manual_seed(cfg.seed * 100_003 + epoch)  # dropout per epoch: resume is exact
+    t0 = time.perf_counter()
+    run_loss, run_n = 0.0, 0
+    batches, total = feed.batches(epoch)
+    desc = f"{cfg.model} epoch {epoch + 1}/{cfg.epochs}"
+    # tqdm wraps the loader itself (``tqdm.auto`` opens one extra loader iterator, which draws
+    # from the torch RNG; wrapping anything else would change the dropout masks of every run)
+    bar = tqdm(batches, total=total, desc=desc, disable=not progress, leave=False)
+    for batch in bar:
+        logits, y = feed.forward(batch)
+        loss = bce_per_video(logits, y)
+        optimizer_step(model, opt, loss, cfg.grad_clip)
+        run_loss += loss.item() * len(y)
+        run_n += len(y)
+        bar.set_postfix(loss=f"{run_loss / run_n:.3f}")
+    return run_loss, run_n, time.perf_counter() - t0
+
+
+def _end_epoch(
+    model: nn.Module,
+    feed: _PooledFeed | _PaddedFeed,
+    state: LoopState,
+    cfg: ModelConfig,
+    epoch: int,
+    trained: tuple[float, int, float],
+    progress: bool,
+) -> None:
+    """Validate, record the epoch in ``state`` (best weights, early stopping) and log it."""
+    run_loss, run_n, seconds = trained
+    state.elapsed += seconds
+    state.seen += run_n
+    model.eval()
+    with torch.no_grad():
+        val_loss = feed.val_loss()
+    train_loss = run_loss / max(run_n, 1)
+    state.history.append(
+        {"epoch": epoch + 1, "train_loss": train_loss, "val_loss": val_loss, "seconds": seconds}
+    )
+    if val_loss < state.best_val - 1e-6:
+        state.best_val, state.best_epoch, state.bad = val_loss, epoch + 1, 0
+        state.best_state = copy.deepcopy(model.state_dict())
+    else:
+        state.bad += 1
+    state.stopped = state.bad >= cfg.patience
+    state.epoch = epoch + 1
+    last = state.stopped or epoch + 1 >= cfg.epochs
+    if progress and ((epoch + 1) % feed.log_every == 0 or last):
+        tqdm.write(
+            f"{cfg.model} epoch {epoch + 1}: train loss {train_loss:.4f}, "
+            f"val loss {val_loss:.4f}, {run_n / max(seconds, 1e-9):.1f} videos/s"
+            + (" (early stop)" if state.stopped else "")
+        )
+
+
+def train_model(
+    cfg: ModelConfig,
+    cache: Any,
+    ckpt_dir: Path,
+    *,
+    resume: bool = False,
+    progress: bool = True,
+) -> TrainOutcome:
+    """Train one generator on a :class:`training.data.FrameCache` of ``train/``.
+
+    Holds out ``cfg.val_fraction`` of the videos (by video, seeded) for early stopping on the
+    validation loss (``cfg.patience`` epochs without improvement). Writes ``ckpt_dir/last.pt`` after
+    every epoch (model, optimizer, best weights, history, config); with ``resume`` an existing
+    checkpoint of the same config continues where it stopped (a finished one is returned as is).
+    """
+    ckpt_dir = Path(ckpt_dir)
+    ckpt_dir.mkdir(parents=True, exist_ok=True)
+    ckpt_path = ckpt_dir / CHECKPOINT_NAME
+    torch.manual_seed(cfg.seed)
+    model = build_model(cfg)
+    train_idx, val_idx = split_train_val(len(cache), cfg.val_fraction, cfg.seed)
+    opt = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    resuming = resume and ckpt_path.exists()
+    state = resume_from(ckpt_path, cfg, model, opt) if resuming else LoopState()
+    targets = torch.from_numpy(cache.label_matrix(cfg.num_classes))
+    feed = _feed(model, cache, targets, train_idx, val_idx)
+    if not resuming:
+        feed.prepare()
+    for epoch in range(state.epoch, cfg.epochs):
+        trained = _train_epoch(model, opt, feed, cfg, epoch, progress)
+        _end_epoch(model, feed, state, cfg, epoch, trained, progress)
+        save_checkpoint(ckpt_path, cfg, model, opt, state)
+        if state.stopped:
+            break
+    if state.best_state is None:  # zero epochs requested: keep the fresh weights
+        state.best_state = copy.deepcopy(model.state_dict())
+    model.load_state_dict(state.best_state)
+    model.eval()
+    return TrainOutcome(
+        model=model,
+        history=state.history,
+        best_epoch=state.best_epoch,
+        best_val_loss=state.best_val,
+        train_seconds=state.elapsed,
+        videos_per_second=state.seen / state.elapsed if state.elapsed > 0 else 0.0,
+        checkpoint=ckpt_path,
+    )
