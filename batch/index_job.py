@@ -116,6 +116,9 @@ class _Phase:
             for fut in as_completed(futures):
                 part = fut.result()
                 fut.release()
+                if int(part["chunk"]) in done:
+                    continue  # a future recomputed after its worker died completes twice
+                done.add(int(part["chunk"]))
                 stats = part.pop("stats")
                 self.stats.append({"phase": self.name, "chunk": part["chunk"], **stats})
                 self.rd.save_part(self.name, int(part["chunk"]), part)
