@@ -165,10 +165,8 @@ def _outputs(
 
 
 def _write_csv(out: Path, lists: dict[int, npt.NDArray[np.str_]], top: int) -> Path:
-    try:  # issue 8 moves the submission I/O to training/submission.py
-        from training.submission import write_submission  # type: ignore[import-not-found]
-    except ImportError:
-        from training.metric import write_submission
+    from training.submission import write_submission
+
     return write_submission(out, lists, top=top)
 
 

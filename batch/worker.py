@@ -138,6 +138,7 @@ class _PairBuffer:
         self.meta: list[tuple[I64, int, int]] = []  # (class columns [K], ordinal, S) per video
         self.rows = 0
         self.pairs = 0
+        self.seconds = 0.0  # in predict_pairs and the per-class selection
 
     def add(self, x: F32, cols: I64, ordinal: int, num_seg: int) -> None:
         self.xs.append(x)
@@ -149,6 +150,7 @@ class _PairBuffer:
     def flush(self) -> None:
         if not self.xs:
             return
+        t = time.perf_counter()
         scores = predict_pairs(self.scorer.booster, np.concatenate(self.xs))
         if np.isnan(scores).any():
             raise ValueError("the CCRL booster returned NaN scores")
@@ -161,6 +163,7 @@ class _PairBuffer:
             at += len(cols) * s
         self.pairs += self.rows
         self.xs, self.meta, self.rows = [], [], 0
+        self.seconds += time.perf_counter() - t
 
 
 def rank_task(
@@ -185,16 +188,21 @@ def rank_task(
 
     buf = _PairBuffer(scorer, tops, video_ids)
     all_cols = np.arange(len(classes), dtype=np.int64)
+    t_cand = t_feat = 0.0
     for i, video in enumerate(read_chunk(chunk)):
         ids.append(video.id)
+        t = time.perf_counter()
         vp, sp, se = candidate_outputs(scorer, video)
+        t_cand += time.perf_counter() - t
         ordinal = chunk.ordinal + i
         cols = all_cols if cg is None else np.flatnonzero(in_cg(vp[classes], ordinal, *cg))
         if sp.shape[0] == 0 or cols.size == 0:
             continue
+        t = time.perf_counter()
         pm = build_pair_features(
             vp, sp, se, classes[cols], bank, video.id, max_sim=scorer.bundle.max_sim
         )
+        t_feat += time.perf_counter() - t
         buf.add(pm.x, cols, ordinal, int(sp.shape[0]))
     buf.flush()
     per_class = [tops.final(r, video_ids) for r in range(len(classes))]
@@ -202,7 +210,15 @@ def rank_task(
         "chunk": chunk.index,
         "ids": np.asarray(ids, dtype=np.str_),
         **pack(per_class),
-        "stats": _stats(ref, t0, videos=len(ids), pairs=buf.pairs),
+        "stats": _stats(
+            ref,
+            t0,
+            videos=len(ids),
+            pairs=buf.pairs,
+            t_candidate=t_cand,
+            t_features=t_feat,
+            t_gbm=buf.seconds,
+        ),
     }
 
 

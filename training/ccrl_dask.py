@@ -10,7 +10,7 @@ pair), with the work on the workers:
    gathered in reading order into the same bank as the single-node stage builds;
 3. the rated pairs' features on the workers (:func:`training.ccrl.rated_pairs`, i.e.
    ``service/features.py``), one partition per chunk, split by holdout video there;
-4. ``xgboost.dask.train`` on the partitioned pair matrix for every grid entry, ``xgboost.dask.predict``
+4. ``xgboost.dask.train`` on the partitioned pair matrix for every grid entry, its prediction
    on the holdout partitions for its mAP, and the refit on all partitions.
 
 The rated pairs (a few floats per rated segment) come back to the driver at the end, because the
@@ -19,9 +19,10 @@ later stages (the ensemble choice) read them, as they read the single-node stage
 
 from __future__ import annotations
 
+import operator
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -84,25 +85,29 @@ def split_task(pairs: PairSet, holdout: npt.NDArray[np.bool_], side: str) -> tup
 
 @dataclass
 class DaskPairs:
-    """The partitioned rated pairs: one future of a :class:`PairSet` per chunk, and sizes."""
+    """The partitioned rated pairs: one future of a :class:`PairSet` per chunk.
+
+    ``held`` keeps the futures the matrices are built from alive as long as this object.
+    """
 
     parts: list[Any]
     holdout: npt.NDArray[np.bool_]
+    held: list[Any] = field(default_factory=list)
 
-    def matrix(self, client: Any, side: str) -> Any:
-        """A ``DaskDMatrix`` of ``side`` (train | holdout | all), one partition per chunk."""
+    def matrix(self, client: Any, side: str) -> tuple[Any, Any]:
+        """(a ``DaskDMatrix`` of ``side`` (train | holdout | all), its dask array x), one
+        partition per chunk."""
         import dask.array as da
         from xgboost import dask as dxgb
 
-        hold = client.scatter(self.holdout, broadcast=True)
-        xy = [client.submit(split_task, p, hold, side, pure=False) for p in self.parts]
-        sizes = client.gather([client.submit(lambda t: len(t[1]), f) for f in xy])
+        xy = [client.submit(split_task, p, self.holdout, side, pure=False) for p in self.parts]
+        self.held.extend(xy)
+        sizes = client.gather([client.submit(_rows, f, pure=False) for f in xy])
         keep = [(f, n) for f, n in zip(xy, sizes, strict=True) if n]
         nf = len(FEATURE_NAMES)
-        xs = [da.from_delayed(_item(client, f, 0), (n, nf), np.float32) for f, n in keep]
-        ys = [da.from_delayed(_item(client, f, 1), (n,), np.float32) for f, n in keep]
-        x, y = da.concatenate(xs), da.concatenate(ys)
-        return dxgb.DaskDMatrix(
+        x = da.concatenate([da.from_delayed(_item(f, 0), (n, nf), np.float32) for f, n in keep])
+        y = da.concatenate([da.from_delayed(_item(f, 1), (n,), np.float32) for f, n in keep])
+        dm = dxgb.DaskDMatrix(
             client,
             x,
             y,
@@ -110,22 +115,33 @@ class DaskPairs:
             feature_types=list(FEATURE_TYPES),
             enable_categorical=True,
             missing=np.nan,
-        ), x
+        )
+        return dm, x
 
 
-def _item(client: Any, fut: Any, i: int) -> Any:
+def _rows(xy: tuple[F32, F32]) -> int:
+    return len(xy[1])
+
+
+def _item(fut: Any, i: int) -> Any:
     import dask
 
-    return dask.delayed(lambda t: t[i])(fut)
+    return dask.delayed(operator.getitem)(fut, i)
 
 
 def build_partitions(
-    client: Any, graph: Path, data: Path, num_classes: int, holdout: npt.NDArray[np.bool_], *,
-    max_sim: bool, chunk_size: int | None = None,
+    client: Any,
+    graph: Path,
+    data: Path,
+    num_classes: int,
+    holdout: npt.NDArray[np.bool_],
+    *,
+    max_sim: bool,
+    chunk_size: int | None = None,
 ) -> tuple[Any, DaskPairs, list[Any]]:
     """(the bank, the partitioned rated pairs, the chunks) of ``data`` (the validate/ folder)."""
     from batch.plan import corpus_files, count_records, make_plan
-    from service.features import ClassBank
+    from service.bank import ClassBank
 
     files = corpus_files([data])
     plan = make_plan(files, client.gather(client.map(count_records, files, pure=False)), chunk_size)
@@ -133,13 +149,15 @@ def build_partitions(
         raise ValueError(f"{data}: {plan.num_videos} videos, the holdout split has {len(holdout)}")
     outs = [client.submit(outputs_task, c, str(graph), pure=False) for c in plan.chunks]
     entries = client.gather([client.submit(rated_entries, o, pure=False) for o in outs])
-    emb, cls, lab, vid, start = (
-        [e[i] for e in entries if len(e[1])] for i in range(5)
-    )
+    emb, cls, lab, vid, start = ([e[i] for e in entries if len(e[1])] for i in range(5))
     if emb:
         bank = ClassBank.from_entries(
-            np.concatenate(emb), np.concatenate(cls), np.concatenate(lab),
-            [v for vs in vid for v in vs], np.concatenate(start), num_classes=num_classes,
+            np.concatenate(emb),
+            np.concatenate(cls),
+            np.concatenate(lab),
+            [v for vs in vid for v in vs],
+            np.concatenate(start),
+            num_classes=num_classes,
         )
     else:
         bank = ClassBank.empty(num_classes, 1)
@@ -173,8 +191,13 @@ def train_ccrl_dask(
     for choice in cfg.grid:
         params = cfg.params(choice, seed)
         out = dxgb.train(
-            client, params, dtr, num_boost_round=cfg.max_rounds, evals=[(dho, "holdout")],
-            early_stopping_rounds=cfg.early_stopping, verbose_eval=False,
+            client,
+            params,
+            dtr,
+            num_boost_round=cfg.max_rounds,
+            evals=[(dho, "holdout")],
+            early_stopping_rounds=cfg.early_stopping,
+            verbose_eval=False,
         )
         bst = out["booster"]
         rounds = int(bst.best_iteration) + 1
@@ -199,8 +222,12 @@ def gather_pairs(client: Any, pairs: DaskPairs) -> PairSet:
     ps = [p for p in client.gather(pairs.parts) if len(p)]
     if not ps:
         raise ValueError("no rated (segment, class) pairs to train on (is the split rated?)")
-    return PairSet(*(np.concatenate([getattr(p, f) for p in ps]) for f in
-                     ("x", "y", "video", "class_ids", "segment")))
+    return PairSet(
+        *(
+            np.concatenate([getattr(p, f) for p in ps])
+            for f in ("x", "y", "video", "class_ids", "segment")
+        )
+    )
 
 
 def fit_ccrl_on_dask(

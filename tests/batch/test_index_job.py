@@ -140,7 +140,7 @@ def test_index_equals_submit_and_the_service_index(
     assert sum(len(v) for v in ours.values()) == res.redis["members"] > 0  # type: ignore[index]
     # GET /classes/{c}/top-segments on what ccrl index wrote: the CSV's scores in the CSV's order
     # (a Redis set orders equal scores by member, the CSV by video then segment)
-    from training.metric import read_submission
+    from training.submission import read_submission
 
     sub = read_submission(res.out)
     for c in classes:
