@@ -1,4 +1,4 @@
-"""``ccrl index`` throughput: ``python -m loadtests.bench_index --bundle models/demo [--videos 500]``.
+"""``ccrl index`` throughput: ``python -m loadtests.bench_index --bundle DIR [--videos 500]``.
 
 Indexes the same corpus with a LocalCluster of 1 worker, then of 2 (``--workers 1,2``), and prints
 for each: videos/s over the two scoring phases (CG and rank; the cluster's start-up and the

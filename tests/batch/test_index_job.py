@@ -224,3 +224,52 @@ def test_plan_chunks_number_videos_in_reading_order(index_data: list[Path]) -> N
         :-1
     ].tolist()
     assert all(0 < c.size <= 5 for c in plan.chunks)
+
+
+def test_a_killed_ccrl_index_resumes_to_the_same_csv(
+    index_bundle: Path, index_data: list[Path], tmp_path: Path
+) -> None:
+    """The real command, killed (SIGKILL to its process group: driver and workers) once a task
+    is recorded, then run again with the same ``--resume``: only the rest runs, same CSV."""
+    import subprocess
+    import sys
+    import time
+
+    resume = tmp_path / "resume"
+    data = [a for d in index_data for a in ("--data", str(d))]
+    cmd = [
+        sys.executable,
+        "-m",
+        "ccrl",
+        "index",
+        str(index_bundle),
+        *data,
+        "--workers",
+        "1",
+        "--chunk",
+        "1",
+        "--out",
+        str(tmp_path / "r.csv"),
+        "--resume",
+        str(resume),
+    ]
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
+    proc = subprocess.Popen(
+        cmd, env=env, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    try:
+        deadline = time.monotonic() + 120
+        while not list(resume.glob("cg/part-*.npz")) and time.monotonic() < deadline:
+            assert proc.poll() is None, "the run ended before it could be killed"
+            time.sleep(0.01)
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=30)
+    assert not (tmp_path / "r.csv").exists()
+    again = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300, check=False)
+    assert again.returncode == 0, again.stderr
+    total = _tasks(index_data, 1)
+    resumed = int(again.stdout.split("tasks: cg ")[1].split(" run + ")[1].split(" resumed")[0])
+    assert 0 < resumed < total, again.stdout
+    want = _submit(index_bundle, index_data, tmp_path / "s.csv", cg=True)
+    assert (tmp_path / "r.csv").read_bytes() == want
