@@ -22,7 +22,7 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install -q "torch==2.13.0"
 	@if [ "$(ORT)" = gpu ]; then $(BIN)/python -m pip uninstall -q -y onnxruntime || true; \
 	 else $(BIN)/python -m pip uninstall -q -y onnxruntime-gpu || true; fi
-	$(BIN)/python -m pip install -q -e ".[$(ORT),train,load,dev]"
+	$(BIN)/python -m pip install -q -e ".[$(ORT),train,load,dev,dask]"
 	@rm -f $(VENV)/.installed-*
 	@touch $(STAMP)
 

@@ -22,6 +22,9 @@ from ccrl import offline
 # The top-level modules the offline commands import: our ``training`` package and the ``train``
 # extra's libraries (torch, the ONNX exporter, matplotlib for the reports' plots).
 OFFLINE_MODULES = ("training", "torch", "onnx", "matplotlib")
+# `ccrl index` runs the runtime on Dask: the ``batch`` package, the ``dask`` extra, and the
+# torch-free corners of ``training`` (the CG rule, the submission writer); no torch.
+BATCH_MODULES = ("batch", "distributed", "training")
 NOT_INSTALLED_EXIT = 2
 
 
@@ -60,17 +63,39 @@ def serve(
     run_server(bundle=bundle, host=host, port=port, workers=workers)
 
 
-def _not_installed(command: str, missing: list[str]) -> Callable[..., Any]:
+def _not_installed(
+    command: str, missing: list[str], message: str | None = None
+) -> Callable[..., Any]:
     """A stand-in for ``command`` that takes any arguments and exits with the message."""
 
     def stand_in() -> None:
-        typer.echo(not_installed_message(command, missing), err=True)
+        typer.echo(message or not_installed_message(command, missing), err=True)
         raise typer.Exit(NOT_INSTALLED_EXIT)
 
     return stand_in
 
 
-def build_app(missing: list[str]) -> typer.Typer:
+def _register_index(app: typer.Typer, missing: list[str]) -> None:
+    """``ccrl index`` where ``batch`` and the ``dask`` extra are installed, else a stand-in."""
+    if not missing:
+        from batch.cli import index
+
+        app.command("index")(index)
+        return
+    message = (
+        f"error: `ccrl index` runs on Dask and is not installed here (missing: "
+        f"{', '.join(missing)}); install the `dask` extra from a full checkout: "
+        "pip install '.[cpu,dask]'"
+    )
+    app.command(
+        "index",
+        hidden=True,
+        add_help_option=False,
+        context_settings={"ignore_unknown_options": True, "allow_extra_args": True},
+    )(_not_installed("index", missing, message))
+
+
+def build_app(missing: list[str], batch_missing: list[str] | None = None) -> typer.Typer:
     """The app: ``serve``, and the offline commands (hidden stand-ins when ``missing``)."""
     names = ", ".join(name for name, _ in offline.COMMANDS)
     app = typer.Typer(
@@ -96,10 +121,11 @@ def build_app(missing: list[str]) -> typer.Typer:
             add_help_option=False,
             context_settings={"ignore_unknown_options": True, "allow_extra_args": True},
         )(_not_installed(name, missing))
+    _register_index(app, batch_missing or [])
     return app
 
 
-app = build_app(offline_missing())
+app = build_app(offline_missing(), offline_missing(BATCH_MODULES))
 
 
 def main() -> None:

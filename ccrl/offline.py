@@ -95,11 +95,17 @@ def train(
     out: Annotated[Path, typer.Option(help="Bundle folder, e.g. models/NAME.")],
     preset: Annotated[Preset, typer.Option(help="Candidate model size.")] = Preset.small,
     seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
+    workers: Annotated[
+        int | None, typer.Option(help="Train the CCRL GBM on a local Dask cluster of N workers.")
+    ] = None,
+    scheduler: Annotated[
+        str | None, typer.Option(help="Train the CCRL GBM on this running Dask scheduler.")
+    ] = None,
 ) -> None:
     """Run the whole pipeline: candidates, baselines, CCRL, bank, export, report."""
     from training.pipeline import run_train
 
-    run_train(data, out, preset=preset.value, seed=seed)
+    run_train(data, out, preset=preset.value, seed=seed, workers=workers, scheduler=scheduler)
 
 
 def evaluate(

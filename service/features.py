@@ -258,9 +258,33 @@ def _max_similarity(u: F32, cls: I64, bank: ClassBank, video_id: str | None) -> 
         sims[:, bank.emb_video[idx] == video_id] = -np.inf
     nonempty = lengths > 0
     red = np.maximum.reduceat(sims, starts[nonempty], axis=1)  # [S, nonempty groups]
-    red[~np.isfinite(red)] = np.nan
+    red = _exact_max(u, bank.emb[idx], sims, red, lengths[nonempty])
     out[nonempty] = red.T
     return out[1::2], out[0::2]
+
+
+MAX_SIM_SLACK = 1e-4
+"""Entries within this of a group's float32 maximum are re-scored exactly (float32 GEMM errors of
+unit vectors are ~1e-6)."""
+
+
+def _exact_max(u: F32, emb: F32, sims: F32, red: F32, lengths: I64) -> F32:
+    """The group maxima of ``sims`` [S, T] recomputed in float64 from ``u`` [S, D] and ``emb``
+    [T, D], then rounded to float32 [S, G]; NaN where a group has no finite entry.
+
+    A float32 GEMM's last bits depend on the BLAS thread count, and a tree split can sit between
+    two neighbouring floats: without this, the same pair scored differently in a 1-thread worker
+    than in a 2-thread process. Only the entries near each group's maximum are re-scored (numpy's
+    own float64 sums, the same in every process), so the cost is a mask over ``sims``.
+    """
+    group = np.repeat(np.arange(len(lengths)), lengths)  # [T]
+    finite = np.isfinite(red)
+    near = np.isfinite(sims) & (sims >= red[:, group] - MAX_SIM_SLACK)
+    si, ti = np.nonzero(near)
+    exact = (u[si].astype(np.float64) * emb[ti].astype(np.float64)).sum(axis=1)
+    best = np.full(red.shape, -np.inf)
+    np.maximum.at(best, (si, group[ti]), exact)
+    return np.where(finite, best, np.nan).astype(np.float32)
 
 
 def _check_inputs(vp: F32, sp: F32, se: F32, cls: I64, bank: ClassBank) -> None:

@@ -12,6 +12,9 @@ relative imports are resolved against the file's package.
 - ``service/`` outside ``service/api/`` never imports ``service.api``: the web layer sits on the
   runtime, not under it.
 - ``training/`` never imports ``service.api`` or ``ccrl``.
+- ``service/`` never imports ``batch``, ``dask`` or ``distributed``: the service does not depend on
+  Dask; ``batch/`` (the corpus jobs on Dask) runs the runtime and never imports ``torch``, ``onnx``
+  or ``ccrl``.
 """
 
 from __future__ import annotations
@@ -52,6 +55,12 @@ RULES = (
         exempt="service.api",
     ),
     Rule("training", ("service.api", "ccrl"), "the offline side never needs the API or the CLI"),
+    Rule(
+        "service",
+        ("batch", "dask", "distributed"),
+        "the service does not depend on Dask (the batch jobs sit beside it)",
+    ),
+    Rule("batch", ("torch", "onnx", "ccrl"), "the corpus jobs run the runtime, without torch"),
 )
 
 
@@ -117,7 +126,7 @@ def _sources(package: str) -> list[tuple[Path, str, bool]]:
     return out
 
 
-@pytest.mark.parametrize("package", ["service", "training"])
+@pytest.mark.parametrize("package", ["service", "training", "batch"])
 def test_the_code_follows_the_import_rules(package: str) -> None:
     sources = _sources(package)
     assert len(sources) >= 10  # the walk found the package's files
@@ -158,6 +167,9 @@ def test_the_code_follows_the_import_rules(package: str) -> None:
             "service.api",
         ),
         ("training.pipeline", "from ccrl import offline\n", "ccrl"),
+        ("service.scorer", "from distributed import Client\n", "distributed"),
+        ("service.stores.redis", "from batch.redis_index import write_index\n", "batch"),
+        ("batch.worker", "import torch\n", "torch"),
     ],
 )
 def test_a_forbidden_import_is_reported(module: str, source: str, imported: str) -> None:

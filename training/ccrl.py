@@ -141,8 +141,11 @@ class CandidateRunner:
 # --------------------------------------------------------------------------------------------
 
 
-def build_bank(outputs: Sequence[VideoOutputs], num_classes: int) -> ClassBank:
-    """The labelled-embedding bank of the rated segments of ``outputs`` (C classes)."""
+def rated_entries(
+    outputs: Sequence[VideoOutputs],
+) -> tuple[F32, I64, F32, list[str], I64]:
+    """The labelled segments of ``outputs`` in order: (embeddings [N, D], classes [N], labels [N],
+    video ids [N], starts [N]); N = 0 gives empty arrays (D = 0)."""
     emb, cls, lab, vid, start = [], [], [], [], []
     for o in outputs:
         if len(o.rated_class) == 0:
@@ -153,16 +156,18 @@ def build_bank(outputs: Sequence[VideoOutputs], num_classes: int) -> ClassBank:
         vid.extend([o.id] * len(o.rated_class))
         start.append(o.rated_segment * SEGMENT_FRAMES)
     if not emb:
+        z = np.zeros(0, np.int64)
+        return np.zeros((0, 0), np.float32), z, np.zeros(0, np.float32), [], z
+    return np.concatenate(emb), np.concatenate(cls), np.concatenate(lab), vid, np.concatenate(start)
+
+
+def build_bank(outputs: Sequence[VideoOutputs], num_classes: int) -> ClassBank:
+    """The labelled-embedding bank of the rated segments of ``outputs`` (C classes)."""
+    emb, cls, lab, vid, start = rated_entries(outputs)
+    if not len(cls):
         dim = outputs[0].segment_embeddings.shape[1] if outputs else 1
         return ClassBank.empty(num_classes, dim)
-    return ClassBank.from_entries(
-        np.concatenate(emb),
-        np.concatenate(cls),
-        np.concatenate(lab),
-        vid,
-        np.concatenate(start),
-        num_classes=num_classes,
-    )
+    return ClassBank.from_entries(emb, cls, lab, vid, start, num_classes=num_classes)
 
 
 @dataclass

@@ -14,7 +14,8 @@ own small result. One module per stage, under ``training/stages/``:
    ``validate/`` (ONNX Runtime, the graph the service runs), the bank of the labelled segment
    embeddings, and CCRL: the XGBoost pairwise model on the rated pairs (leakage-free features,
    grid and early stopping on the holdout, refit on all); the bundle keeps the generator whose
-   CCRL is best on the holdout (its graph, its bank);
+   CCRL is best on the holdout (its graph, its bank); with ``workers`` or ``scheduler`` the same
+   stage runs on Dask (``training.ccrl_dask``: features on the workers, ``xgboost.dask``);
 4. ``baselines``: the LSTM segment classifier (from the candidate LSTM) and the ConvNet
    (pre-trained on ``train/``), fine-tuned on the same rated segments with the same split,
    exported to ONNX;
@@ -27,8 +28,10 @@ own small result. One module per stage, under ``training/stages/``:
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from training.stages.baselines import fit_convnet_baseline, fit_lstm_baseline
 from training.stages.bundle import train_config, write_train_bundle
@@ -58,6 +61,8 @@ def run_train(
     keep_work: bool = False,
     candidates: Path | CandidateResult | None = None,
     finetune: FinetuneConfig | None = None,
+    workers: int | None = None,
+    scheduler: str | None = None,
 ) -> Path:
     """Train everything and write the bundle ``out``; returns the manifest path.
 
@@ -76,6 +81,8 @@ def run_train(
         candidates: reuse a finished ``ccrl train-candidates`` folder (or a ``CandidateResult``)
             instead of training the generator again.
         finetune: a ``training.baselines.FinetuneConfig`` for the baselines (default settings).
+        workers: train CCRL on a Dask LocalCluster of this many workers (``training.ccrl_dask``).
+        scheduler: train CCRL on the running Dask scheduler at this address instead.
     """
     from training.baselines import segment_set
 
@@ -98,9 +105,15 @@ def run_train(
     with timer.stage("read validate/"):
         val = read_validate(run)
     fits: dict[str, CcrlFit] = {}
-    for name, graph in gens.graphs.items():
-        with timer.stage(f"ccrl on the {name} generator (bank, rated validate/ pairs, xgboost)"):
-            fits[name] = fit_ccrl(run, name, graph, val, gens.num_classes)
+    with ccrl_client(workers, scheduler) as client:
+        for name, graph in gens.graphs.items():
+            with timer.stage(
+                f"ccrl on the {name} generator (bank, rated validate/ pairs, xgboost)"
+            ):
+                if client is None:
+                    fits[name] = fit_ccrl(run, name, graph, val, gens.num_classes)
+                else:
+                    fits[name] = fit_ccrl_dask(run, name, graph, val, gens.num_classes, client)
     fit = choose_generator(fits, gens.result.model)
     with timer.stage("baseline lstm (fine-tune the candidate LSTM)"):
         segments = segment_set(val.videos, gens.num_classes)
@@ -115,3 +128,33 @@ def run_train(
         config = train_config(run, gens, val, fits, fit, baselines, ensemble)
         write_train_bundle(run, gens, fit, baselines, train_videos, config)
     return finish(run, evaluate_bundle(run))
+
+
+@contextmanager
+def ccrl_client(workers: int | None, scheduler: str | None) -> Iterator[Any]:
+    """A Dask client for the CCRL stage (``--workers`` / ``--scheduler``), or None (one process)."""
+    if not workers and not scheduler:
+        yield None
+        return
+    from batch.cluster import dask_client
+
+    with dask_client(workers, scheduler) as client:
+        yield client
+
+
+def fit_ccrl_dask(
+    run: Any, name: str, graph: Path, val: Any, num_classes: int, client: Any
+) -> CcrlFit:
+    """:func:`training.stages.ccrl_fit.fit_ccrl` on Dask (``training.ccrl_dask``)."""
+    from training.ccrl_dask import fit_ccrl_on_dask
+
+    ids = [v.id for v in val.videos]
+    bank, pairs, tokens, model = fit_ccrl_on_dask(
+        client, graph, run.data / "validate", num_classes, val.holdout, ids, run.ccrl, seed=run.seed
+    )
+    best = max(r["holdout_map"] for r in model.search)
+    print(
+        f"  {name} (dask): bank {len(bank)} segments, {len(pairs)} pairs, {model.rounds} rounds, "
+        f"holdout mAP {best:.4f}"
+    )
+    return CcrlFit(name, graph, bank, pairs, tokens, model, best)

@@ -423,11 +423,18 @@ class RedisIndexStore(IndexStore):
         self.backend = backend
         self.cap = cap
 
-    def _class_key(self, c: int | str) -> str:
+    def class_key(self, c: int | str) -> str:
+        """The sorted set of class ``c`` (also written in bulk by ``ccrl index``)."""
         return self.backend.key("index", "class", c)
 
+    def video_key(self, video_id: str) -> str:
+        """The JSON ``{class: [starts]}`` of what video ``video_id`` wrote into the class sets."""
+        return self.backend.key("index", "video", video_id)
+
+    _class_key = class_key
+
     def put_video(self, video_id: str, entries: Mapping[int, tuple[I64, F32]]) -> int:
-        kv = self.backend.key("index", "video", video_id)
+        kv = self.video_key(video_id)
         new: dict[str, list[int]] = {}
         members: dict[int, dict[str, float]] = {}
         for c, (starts, scores) in entries.items():
