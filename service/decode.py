@@ -65,7 +65,8 @@ def _first_bad(arr: F32, bad_mask: npt.NDArray[np.bool_]) -> str:
 
 def check_values(arr: F32, field: str) -> None:
     """Every value finite and within ``±FRAME_VALUE_LIMIT``; else an InputError at the first."""
-    ok = np.abs(arr) <= np.float32(FRAME_VALUE_LIMIT)  # False for NaN too
+    limit = np.float32(FRAME_VALUE_LIMIT) if arr.dtype == np.float32 else FRAME_VALUE_LIMIT
+    ok = np.abs(arr) <= limit  # False for NaN too
     if ok.all():
         return
     finite = np.isfinite(arr)
@@ -93,12 +94,15 @@ def _from_json_array(value: list[Any], field: str) -> F32:
     return arr.astype(np.float32, copy=False)
 
 
+def _is_integer(d: Any) -> bool:
+    """A JSON integer: ``5`` or ``5.0`` (JSON Schema's integer), never a boolean."""
+    if isinstance(d, bool):
+        return False
+    return isinstance(d, int) or (isinstance(d, float) and d.is_integer())
+
+
 def _parse_shape(raw: Any, field: str) -> tuple[int, int]:
-    if (
-        not isinstance(raw, list | tuple)
-        or len(raw) != 2
-        or not all(isinstance(d, int) and not isinstance(d, bool) for d in raw)
-    ):
+    if not isinstance(raw, list | tuple) or len(raw) != 2 or not all(_is_integer(d) for d in raw):
         raise InputError(f"{field}.shape", f"must be two integers [F, D], got {raw!r}")
     f, d = int(raw[0]), int(raw[1])
     if f < 0 or d < 0:

@@ -16,7 +16,7 @@ from collections.abc import Sequence
 
 from starlette.datastructures import Headers
 
-from service.api.errors import ApiError, Unauthorized, WritesDisabled
+from service.api.errors import Unauthorized, WritesDisabled
 from service.config import Settings
 
 SCHEME = "Bearer "
@@ -25,12 +25,6 @@ _CHALLENGE = {"WWW-Authenticate": "Bearer"}
 
 class IndexingDisabled(WritesDisabled):
     """Indexing asked for, but the service has neither a write token nor an index token."""
-
-
-class VideoAlreadyIndexed(ApiError):
-    """The video is in the index and the request did not ask to overwrite its entries."""
-
-    status, code = 409, "already_indexed"
 
 
 def sent_token(headers: Headers) -> str:
