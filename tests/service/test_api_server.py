@@ -129,13 +129,22 @@ def _tampered(bundle: Path, tmp: Path, how: str) -> Path:
             byte = f.read(1)
             f.seek(20)
             f.write(bytes([byte[0] ^ 0xFF]))
+    elif how == "edited manifest":  # every listed file intact; the manifest itself changed
+        m = json.loads((out / "manifest.json").read_text())
+        m["version"] = "29991231235959"
+        (out / "manifest.json").write_text(json.dumps(m, indent=2) + "\n")
     else:
         (out / "bank.npz").unlink()
     return out
 
 
 @pytest.mark.parametrize(
-    ("how", "words"), [("modified", "sha256 mismatch"), ("missing", "missing")]
+    ("how", "words"),
+    [
+        ("modified", "sha256 mismatch"),
+        ("missing", "missing"),
+        ("edited manifest", "the manifest was edited"),
+    ],
 )
 def test_a_tampered_or_incomplete_bundle_is_refused(
     service_bundle: Path, tmp_path: Path, how: str, words: str
@@ -147,7 +156,7 @@ def test_a_tampered_or_incomplete_bundle_is_refused(
     from service.config import Settings
 
     bad = _tampered(service_bundle, tmp_path, how)
-    target = "ccrl.ubj" if how == "modified" else "bank.npz"
+    target = {"modified": "ccrl.ubj", "missing": "bank.npz"}.get(how, "manifest.json")
     proc = subprocess.run(
         [*_ccrl(), "serve", "--bundle", str(bad), "--port", str(_free_port())],
         env=_env(),
