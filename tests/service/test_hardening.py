@@ -333,3 +333,17 @@ def test_connections_beyond_the_cap_are_answered_503(
         while httpx.get(f"{srv.url}/healthz", timeout=10).status_code != 200:
             assert time.monotonic() < deadline, "still refused after the others left"
             time.sleep(0.1)
+
+
+def test_the_abuse_benchmark_runs_at_a_tiny_setting(sim_bundle: Path, tmp_path: Path) -> None:
+    """``loadtests/bench_abuse.py`` end to end, tiny: every phase reports; speed is not asserted
+    (the lead runs it at full size alone)."""
+    from loadtests.bench_abuse import main
+
+    out = tmp_path / "abuse.json"
+    args = ["--bundle", str(sim_bundle), "--slow", "20", "--oversized", "2", "--head-mb", "1"]
+    args += ["--probes", "5", "--header-timeout", "1", "--body-timeout", "1", "--json", str(out)]
+    assert main(args) == 0
+    res = json.loads(out.read_text())
+    assert list(res) == ["idle", "slow", "oversized", "close", "expired"]
+    assert all(set(r) == {"p50_ms", "p99_ms", "max_ms"} for r in res.values())
