@@ -94,18 +94,16 @@ def json_integer(value: Any) -> Any:
     return value
 
 
-def json_int(ge: int, le: int, **schema: Any) -> Any:
-    """The type of an integer field of a request body, bounded to ``[ge, le]`` (so an overflow
-    is a 422), strict (``true`` or ``"5"`` is a 422); ``schema`` adds JSON Schema keywords."""
-    return Annotated[
-        int, Field(ge=ge, le=le, json_schema_extra=schema or None), BeforeValidator(json_integer)
-    ]
-
+JsonInt = BeforeValidator(json_integer)
+"""Put last in the ``Annotated`` of every integer field of a request body, after its bounds (so
+an overflow is a 422), to take ``5.0`` as 5; the field stays strict (``true`` or ``"5"``: 422)."""
 
 RgbFrames = Annotated[list[Any] | dict[str, Any], WithJsonSchema(frames_schema(RGB_DIM))]
 AudioFrames = Annotated[list[Any] | dict[str, Any], WithJsonSchema(frames_schema(AUDIO_DIM))]
 VideoId = Annotated[str, Field(min_length=1, max_length=256, pattern=r"^[^\x00-\x1f]+$")]
-ClassId = json_int(0, MAX_CLASS_ID, **{"x-bound": "class_id"})
+ClassId = Annotated[
+    int, Field(ge=0, le=MAX_CLASS_ID, json_schema_extra={"x-bound": "class_id"}), JsonInt
+]
 
 
 class _Strict(BaseModel):
@@ -129,8 +127,10 @@ class LocalizeRequest(_Strict):
         max_length=10_000,
         description="Score these vocabulary ids instead of the candidate classes.",
     )
-    max_classes: json_int(1, 10_000) | None = None  # type: ignore[valid-type]
-    max_segments: json_int(1, MAX_FRAMES_CAP // SEGMENT_FRAMES) | None = None  # type: ignore[valid-type]
+    max_classes: Annotated[int, Field(ge=1, le=10_000), JsonInt] | None = None
+    max_segments: (
+        Annotated[int, Field(ge=1, le=MAX_FRAMES_CAP // SEGMENT_FRAMES), JsonInt] | None
+    ) = None
     index: bool = Field(default=True, description="Index the scores (with a `video_id`).")
     overwrite: bool = Field(
         default=False,
@@ -138,10 +138,16 @@ class LocalizeRequest(_Strict):
     )
 
 
-SegmentStart = json_int(
-    0, MAX_FRAMES_CAP - SEGMENT_FRAMES, multipleOf=SEGMENT_FRAMES, **{"x-bound": "segment_start"}
-)
-Label = json_int(0, 1, enum=[0, 1])
+SegmentStart = Annotated[
+    int,
+    Field(
+        ge=0,
+        le=MAX_FRAMES_CAP - SEGMENT_FRAMES,
+        json_schema_extra={"multipleOf": SEGMENT_FRAMES, "x-bound": "segment_start"},
+    ),
+    JsonInt,
+]
+Label = Annotated[int, Field(ge=0, le=1, json_schema_extra={"enum": [0, 1]}), JsonInt]
 
 
 class LabelSegment(_Strict):
