@@ -12,9 +12,10 @@ LOADTEST_ALLOW_REMOTE=1 is set on purpose. A headless run also needs -t and at m
 LOADTEST_MAX_USERS users (default 64).
 
 What a user does (weights): POST /localize with a base64-uint8 body (6) or a JSON-float body (2),
-60..300 frames per video, a fraction LOADTEST_INDEX_FRACTION (default 0.3) of them with a fresh
-video_id so their scores enter the corpus index; GET /classes/{class_id}/top-segments (3); and, only
-when CCRL_API_TOKEN is set (the service's token), POST /classes/{class_id}/labels (1).
+60..300 frames per video, and when CCRL_API_TOKEN is set (the service's token, which indexing
+needs) a fraction LOADTEST_INDEX_FRACTION (default 0.3) of them with a fresh video_id so their
+scores enter the corpus index; GET /classes/{class_id}/top-segments (3); and, only with the token,
+POST /classes/{class_id}/labels (1).
 
 Environment:
     LOADTEST_DATA            TFRecord files/folders/globs (comma-separated) to take videos from;
@@ -23,7 +24,7 @@ Environment:
     LOADTEST_SEED            seed of the random videos and choices (default 0).
     LOADTEST_INDEX_FRACTION  fraction of /localize requests that carry a video_id (default 0.3).
     LOADTEST_MAX_CLASSES     max_classes of /localize (default: the service's).
-    CCRL_API_TOKEN           enables the label-posting task.
+    CCRL_API_TOKEN           enables indexing and the label-posting task.
     LOADTEST_ALLOW_REMOTE    1 = allow a non-loopback --host.
     LOADTEST_MAX_USERS       the most users a headless run may start (default 64).
 """
@@ -150,11 +151,11 @@ class CcrlUser(HttpUser):
 
     def _localize(self, encoding: str) -> None:
         _, body = self.pool.pick(encoding, self.rnd)  # type: ignore[arg-type]
-        if self.rnd.random() < INDEX_FRACTION:
+        headers = JSON_HEADERS
+        if TOKEN is not None and self.rnd.random() < INDEX_FRACTION:  # indexing needs the token
             body = with_video_id(body, f"lt-{uuid.uuid4().hex[:12]}")
-        self.client.post(
-            "/localize", data=body, headers=JSON_HEADERS, name=f"/localize [{encoding}]"
-        )
+            headers = {**JSON_HEADERS, "Authorization": f"Bearer {TOKEN}"}
+        self.client.post("/localize", data=body, headers=headers, name=f"/localize [{encoding}]")
 
     @task(6)
     def localize_b64(self) -> None:

@@ -1,14 +1,21 @@
 """Reading a model bundle (``models/NAME/``) and scoring pair matrices with its XGBoost model.
 
 The layout is in docs/contracts.md: ``manifest.json`` (with the sha256 of every other file),
-``candidate.onnx``, ``ccrl.ubj``, ``bank.npz``, ``baseline_*.onnx`` and ``report/``. Runtime only:
-numpy and xgboost; never torch. The ONNX graphs are opened and run by :mod:`service.candidate`.
+``manifest.sha256`` (the sha256 of ``manifest.json`` itself, so that an edited manifest is refused
+too), ``candidate.onnx``, ``ccrl.ubj``, ``bank.npz``, ``baseline_*.onnx`` and ``report/``. Runtime
+only: numpy and xgboost; never torch. The ONNX graphs are opened and run by
+:mod:`service.candidate`.
+
+Bundles of format 1 (written before ``manifest.sha256`` existed) still load, with a warning, and
+every other check; from format 2 on a missing ``manifest.sha256`` is refused like a missing file.
 """
 
 from __future__ import annotations
 
 import hashlib
+import hmac
 import json
+import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -20,8 +27,13 @@ import xgboost as xgb
 from service.bank import ClassBank
 from service.features import FEATURE_NAMES, FEATURE_TYPES, PairMatrix
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 MANIFEST = "manifest.json"
+MANIFEST_HASH = "manifest.sha256"
+"""Holds ``<hex sha256>  manifest.json``, the ``sha256sum`` line of the manifest."""
+_UNHASHED_FORMAT = 1  # the last format whose bundles have no manifest.sha256
+
+log = logging.getLogger("ccrl.bundle")
 
 
 class BundleError(Exception):
@@ -165,11 +177,43 @@ def read_manifest(path: str | Path) -> Manifest:
     return Manifest.from_dict(d, where=str(mpath))
 
 
+def manifest_hash_line(manifest_path: Path) -> str:
+    """The ``manifest.sha256`` line of a manifest file: ``<hex sha256>  manifest.json``."""
+    return f"{sha256_file(manifest_path)}  {MANIFEST}\n"
+
+
+def verify_manifest(root: Path, manifest: Manifest) -> None:
+    """Check ``manifest.json`` against ``manifest.sha256``; raises :class:`BundleError` when the
+    manifest was edited, or when the hash file is missing from a bundle of format 2 or later."""
+    hpath = root / MANIFEST_HASH
+    if not hpath.is_file():
+        if manifest.format_version <= _UNHASHED_FORMAT:
+            log.warning(
+                "%s: no %s (format %d bundle): the manifest itself is not verified",
+                root,
+                MANIFEST_HASH,
+                manifest.format_version,
+            )
+            return
+        raise BundleError(f"{hpath}: missing (the manifest's own sha256)")
+    try:
+        want = hpath.read_text(encoding="ascii").split()[0].lower()
+    except (OSError, UnicodeDecodeError, IndexError) as exc:
+        raise BundleError(f"{hpath}: unreadable ({exc!r})") from exc
+    got = sha256_file(root / MANIFEST)
+    if not hmac.compare_digest(want, got):
+        raise BundleError(
+            f"{root / MANIFEST}: sha256 mismatch ({MANIFEST_HASH} {want[:12]}…, file {got[:12]}…): "
+            "the manifest was edited"
+        )
+
+
 def verify_files(root: Path, manifest: Manifest) -> None:
-    """Check that every file listed in the manifest exists and has its sha256.
+    """Check the manifest's own sha256, then that every file it lists exists and has its sha256.
 
     Raises :class:`BundleError` naming the first missing or tampered file.
     """
+    verify_manifest(root, manifest)
     for rel, digest in sorted(manifest.files.items()):
         fp = root / rel
         if not fp.is_file():

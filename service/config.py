@@ -6,7 +6,18 @@ Environment variables (all optional except the bundle, which ``--bundle`` may gi
 - ``REDIS_URL``: share the bank and the corpus index through Redis; without it the service runs
   on the embedded in-process store.
 - ``CCRL_API_TOKEN``: the bearer token that write endpoints require; unset = writes refused.
+  Surrounding whitespace (a trailing newline of a token file) is stripped once, here; a token
+  shorter than 16 characters is refused at start-up.
+- ``CCRL_INDEX_TOKEN``: a second token that may only index videos (``/localize`` with a
+  ``video_id``); the write token may index too.
 - ``CCRL_*``: every other field below, e.g. ``CCRL_MAX_CLASSES=20``, ``CCRL_ORT_INTRA_THREADS=2``.
+
+Connection limits (``ccrl serve``, enforced by :mod:`service.api.protocol` and uvicorn):
+``CCRL_MAX_HEADER_BYTES`` (a request head larger than this is a 400), ``CCRL_MAX_HEADERS`` (more
+header lines are a 431), ``CCRL_HEADER_TIMEOUT_S`` (the whole request head must arrive within it,
+else 408 and the connection is closed), ``CCRL_BODY_TIMEOUT_S`` (likewise for the whole body,
+counted from the end of the head), ``CCRL_KEEP_ALIVE_S`` (idle keep-alive connections are closed
+after it), ``CCRL_MAX_CONNECTIONS`` (requests on connections beyond it are answered 503).
 """
 
 from __future__ import annotations
@@ -18,12 +29,18 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from service.yt8m import MAX_FRAMES, SEGMENT_FRAMES
 
+MIN_TOKEN_LENGTH = 16
+
 
 class Settings(BaseSettings):
     """Every tunable of the online service, read once from the environment at start-up."""
 
     model_config = SettingsConfigDict(
-        env_prefix="CCRL_", extra="ignore", frozen=True, populate_by_name=True
+        env_prefix="CCRL_",
+        extra="ignore",
+        frozen=True,
+        populate_by_name=True,
+        hide_input_in_errors=True,  # never print a (short) token in a start-up error
     )
 
     bundle: Path | None = Field(default=None, description="Model bundle folder (CCRL_BUNDLE).")
@@ -44,7 +61,27 @@ class Settings(BaseSettings):
     api_token: SecretStr | None = Field(
         default=None,
         validation_alias=AliasChoices("CCRL_API_TOKEN"),
-        description="Bearer token for writes; unset = writes refused.",
+        description="Bearer token for writes (>= 16 characters); unset = writes refused.",
+    )
+    index_token: SecretStr | None = Field(
+        default=None,
+        validation_alias=AliasChoices("CCRL_INDEX_TOKEN"),
+        description="Bearer token that may only index videos (>= 16 characters); optional.",
+    )
+
+    max_header_bytes: int = Field(
+        default=32 * 1024, ge=1024, le=1024 * 1024, description="Largest request head (bytes)."
+    )
+    max_headers: int = Field(default=64, ge=8, le=1000, description="Most header lines.")
+    header_timeout_s: float = Field(
+        default=10.0, gt=0, le=600, description="The request head must arrive within this."
+    )
+    body_timeout_s: float = Field(
+        default=30.0, gt=0, le=3600, description="The body must arrive within this after the head."
+    )
+    keep_alive_s: float = Field(default=5.0, gt=0, le=600, description="Idle keep-alive timeout.")
+    max_connections: int = Field(
+        default=1000, ge=1, le=100_000, description="Concurrent connections; 503 beyond them."
     )
 
     ort_intra_threads: int = Field(default=2, ge=1, le=256)
@@ -68,6 +105,27 @@ class Settings(BaseSettings):
     index_cap: int = Field(default=100_000, ge=1, description="Segments kept per class index.")
     max_page: int = Field(default=1000, ge=1, description="Largest `limit` of top-segments.")
 
+    @field_validator("api_token", "index_token", mode="before")
+    @classmethod
+    def _strip_token(cls, v: object) -> object:
+        """Strip a token once (a token file's newline); empty = unset; under 16 characters fails."""
+        raw = v.get_secret_value() if isinstance(v, SecretStr) else v
+        if raw is None:
+            return None
+        if not isinstance(raw, str):
+            raise ValueError("the token must be a string")
+        raw = raw.strip()
+        if not raw:
+            return None
+        if len(raw) < MIN_TOKEN_LENGTH:
+            raise ValueError(
+                f"the token has {len(raw)} characters; use at least {MIN_TOKEN_LENGTH} "
+                "(e.g. `python -c 'import secrets; print(secrets.token_urlsafe(32))'`)"
+            )
+        if any(ch.isspace() or not ch.isprintable() for ch in raw):
+            raise ValueError("the token must not contain whitespace or control characters")
+        return raw
+
     @field_validator("ort_providers")
     @classmethod
     def _providers(cls, v: str) -> str:
@@ -77,8 +135,10 @@ class Settings(BaseSettings):
         return v
 
     def token(self) -> str | None:
-        """The configured write token, or None when writes are disabled."""
-        if self.api_token is None:
-            return None
-        value = self.api_token.get_secret_value()
-        return value or None
+        """The configured write token (stripped at start-up), or None when writes are disabled."""
+        return self.api_token.get_secret_value() if self.api_token is not None else None
+
+    def index_tokens(self) -> tuple[str, ...]:
+        """The tokens that may index videos: the write token and the index token, when set."""
+        toks = (self.api_token, self.index_token)
+        return tuple(t.get_secret_value() for t in toks if t is not None)

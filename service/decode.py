@@ -7,6 +7,11 @@ A FRAMES payload is one of
   the array, base64-encoded. ``uint8`` means YouTube-8M-quantized (dequantized here exactly as the
   starter code does), ``float32`` means already dequantized.
 
+Values must be finite and lie where dequantized YouTube-8M features can: ``[-2, 2]`` (uint8 levels
+dequantize to ``[-1.992, 2.008]``), with a tolerance of :data:`FRAME_VALUE_TOLERANCE` for float32
+and JSON input, so ``|value| <= 2.05``. Anything else (a float32 3.4e38, a NaN, an Inf) is a 422
+naming the field and the first bad position, before any model runs.
+
 Every problem raises :class:`InputError` with a message naming the field, never a bare numpy error.
 Nothing here loops over numbers in Python.
 """
@@ -31,6 +36,12 @@ SUPPORTED_DTYPES: dict[str, np.dtype[Any]] = {
 }
 _B64_KEYS = frozenset({"b64", "dtype", "shape"})
 
+FRAME_VALUE_BOUND = 2.0
+"""Dequantized YouTube-8M features lie in ``[-FRAME_VALUE_BOUND, FRAME_VALUE_BOUND]``."""
+FRAME_VALUE_TOLERANCE = 0.05
+"""How far past the bound a float32 / JSON value may lie (rounding, other dequantizers)."""
+FRAME_VALUE_LIMIT = FRAME_VALUE_BOUND + FRAME_VALUE_TOLERANCE
+
 
 class InputError(ValueError):
     """A request payload is invalid; ``field`` names where (e.g. ``"rgb"``, ``"classes[2]"``)."""
@@ -41,12 +52,31 @@ class InputError(ValueError):
         self.message = message
 
 
-def _first_bad(arr: F32) -> str:
-    """Position and kind of the first non-finite value of a 2-D array, e.g. ``[3][17] is NaN``."""
-    bad = np.argwhere(~np.isfinite(arr))[0]
-    value = arr[tuple(bad)]
-    kind = "NaN" if np.isnan(value) else ("Inf" if value > 0 else "-Inf")
+def _first_bad(arr: F32, bad_mask: npt.NDArray[np.bool_]) -> str:
+    """Position and value of the first bad value of a 2-D array, e.g. ``[3][17] is NaN``."""
+    bad = np.argwhere(bad_mask)[0]
+    value = float(arr[tuple(bad)])
+    if np.isfinite(value):
+        kind = f"{value:.6g}"
+    else:
+        kind = "NaN" if np.isnan(value) else ("Inf" if value > 0 else "-Inf")
     return "".join(f"[{int(i)}]" for i in bad) + f" is {kind}"
+
+
+def check_values(arr: F32, field: str) -> None:
+    """Every value finite and within ``±FRAME_VALUE_LIMIT``; else an InputError at the first."""
+    limit = np.float32(FRAME_VALUE_LIMIT) if arr.dtype == np.float32 else FRAME_VALUE_LIMIT
+    ok = np.abs(arr) <= limit  # False for NaN too
+    if ok.all():
+        return
+    finite = np.isfinite(arr)
+    if not finite.all():
+        raise InputError(field, f"values must be finite: {field}{_first_bad(arr, ~finite)}")
+    raise InputError(
+        field,
+        f"values must lie in [-{FRAME_VALUE_BOUND:g}, {FRAME_VALUE_BOUND:g}] (dequantized "
+        f"YouTube-8M features, tolerance {FRAME_VALUE_TOLERANCE:g}): {field}{_first_bad(arr, ~ok)}",
+    )
 
 
 def _from_json_array(value: list[Any], field: str) -> F32:
@@ -60,15 +90,19 @@ def _from_json_array(value: list[Any], field: str) -> F32:
         ) from None
     if arr.dtype.kind not in "fiu":
         raise InputError(field, "must hold only numbers (an array of arrays of floats)")
+    check_values(arr, field)  # before the float32 cast, which would turn 1e300 into Inf
     return arr.astype(np.float32, copy=False)
 
 
+def _is_integer(d: Any) -> bool:
+    """A JSON integer: ``5`` or ``5.0`` (JSON Schema's integer), never a boolean."""
+    if isinstance(d, bool):
+        return False
+    return isinstance(d, int) or (isinstance(d, float) and d.is_integer())
+
+
 def _parse_shape(raw: Any, field: str) -> tuple[int, int]:
-    if (
-        not isinstance(raw, list | tuple)
-        or len(raw) != 2
-        or not all(isinstance(d, int) and not isinstance(d, bool) for d in raw)
-    ):
+    if not isinstance(raw, list | tuple) or len(raw) != 2 or not all(_is_integer(d) for d in raw):
         raise InputError(f"{field}.shape", f"must be two integers [F, D], got {raw!r}")
     f, d = int(raw[0]), int(raw[1])
     if f < 0 or d < 0:
@@ -153,8 +187,7 @@ def decode_frames(
         )
     if n > max_frames:
         raise InputError(field, f"{n} frames is more than the cap of {max_frames}")
-    if not np.isfinite(arr).all():
-        raise InputError(field, f"values must be finite: {field}{_first_bad(arr)}")
+    check_values(arr, field)
     return arr
 
 

@@ -9,7 +9,10 @@ The steps, each timed (seconds by stage name, the ``Server-Timing`` of the answe
    index (:meth:`IndexStore.put_video`), only for a request with a ``video_id`` that asks for it.
 
 A store that cannot be reached at step 4 does not fail the request: the scores are still answered,
-``indexed`` is False and a warning says why. :meth:`Localizer.score` (steps 1-3) and
+``indexed`` is False and a warning says why. A video already in the index is only re-indexed when
+the query says ``overwrite``: else :class:`~service.stores.base.VideoExists` (a 409), checked before
+any work and again, atomically, by the write itself. Who may index is the web layer's business
+(:mod:`service.api.auth`). :meth:`Localizer.score` (steps 1-3) and
 :meth:`Localizer.index` (step 4) are separate so that a caller can bound concurrent scoring without
 holding a scoring slot during the index write.
 """
@@ -24,7 +27,7 @@ from typing import Any
 from service.config import Settings
 from service.decode import decode_video
 from service.scorer import Localization, Scorer
-from service.stores.base import BankStore, IndexStore, StoreUnavailable
+from service.stores.base import BankStore, IndexStore, StoreUnavailable, VideoExists
 
 
 @dataclass(frozen=True)
@@ -40,6 +43,7 @@ class LocalizeQuery:
         max_classes: how many candidate classes to score.
         max_segments: segments answered per class.
         index: enter the scores into the corpus index (needs ``video_id``).
+        overwrite: replace the index entries of a video that is indexed already.
     """
 
     rgb: Any
@@ -49,6 +53,12 @@ class LocalizeQuery:
     max_classes: int | None = None
     max_segments: int | None = None
     index: bool = True
+    overwrite: bool = False
+
+    @property
+    def index_wanted(self) -> bool:
+        """The query has a video id and asks for the index."""
+        return self.video_id is not None and self.index
 
 
 @dataclass
@@ -60,6 +70,7 @@ class Localized:
         localization: the scored classes and every pair's score.
         timings: stage name -> seconds, in the order the stages ran.
         index_wanted: the query has a video id and asks for the index.
+        overwrite: the query may replace the video's index entries.
         indexed: the scores entered the corpus index.
         indexed_segments: how many (segment, class) entries were written to it.
         warnings: what went wrong without failing the request (an unreachable index).
@@ -69,6 +80,7 @@ class Localized:
     localization: Localization
     timings: dict[str, float]
     index_wanted: bool = False
+    overwrite: bool = False
     indexed: bool = False
     indexed_segments: int = 0
     warnings: list[str] = field(default_factory=list)
@@ -95,6 +107,8 @@ class Localizer:
         """
         s = self.settings
         t0 = time.perf_counter() if started is None else started
+        if query.index_wanted and not query.overwrite and self._indexed(str(query.video_id)):
+            raise VideoExists(str(query.video_id))  # before any work
         frames = decode_video(
             query.rgb, query.audio, min_frames=s.min_frames, max_frames=s.max_frames
         )
@@ -111,17 +125,32 @@ class Localizer:
             min_video_score=s.min_video_score,
         )
         timings.update(loc.timings)
-        wanted = query.video_id is not None and query.index
-        return Localized(query.video_id, loc, timings, index_wanted=wanted)
+        return Localized(
+            query.video_id,
+            loc,
+            timings,
+            index_wanted=query.index_wanted,
+            overwrite=query.overwrite,
+        )
+
+    def _indexed(self, video_id: str) -> bool:
+        """Whether the video is indexed; False when the store cannot tell (the write warns then)."""
+        try:
+            return self.index_store.has_video(video_id)
+        except StoreUnavailable:
+            return False
 
     def index(self, done: Localized) -> Localized:
-        """Step 4 (when wanted): write the scores to the index; an unreachable store becomes a
-        warning on ``done``, never an error. Returns ``done``, updated."""
+        """Step 4 (when wanted): write the scores to the index, all or nothing; an unreachable
+        store becomes a warning on ``done``, never an error; a video indexed meanwhile (without
+        ``overwrite``) raises :class:`VideoExists`. Returns ``done``, updated."""
         if not done.index_wanted or done.video_id is None:
             return done
         t = time.perf_counter()
         try:
-            n = self.index_store.put_video(done.video_id, done.localization.index_entries())
+            n = self.index_store.put_video(
+                done.video_id, done.localization.index_entries(), overwrite=done.overwrite
+            )
             done.indexed, done.indexed_segments = True, n
         except StoreUnavailable as e:
             done.warnings.append(f"not indexed: {e}")

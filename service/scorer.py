@@ -30,6 +30,7 @@ from service.bank import ClassBank
 from service.bundle import Bundle, predict_pairs
 from service.candidate import CandidateOutputs
 from service.features import build_pair_features
+from service.finite import check_finite, check_pair_matrix
 from service.yt8m import SEGMENT_FRAMES
 
 F32 = npt.NDArray[np.float32]
@@ -130,8 +131,12 @@ class Scorer:
 
     # ------------------------------------------------------------------ stages
     def run_candidate(self, frames: F32) -> CandidateOutputs:
-        """One ONNX Runtime call on float32 [F, 1152] dequantized frames (:func:`candidate.run`)."""
-        return candidate.run(self.session, frames)
+        """One ONNX Runtime call on float32 [F, 1152] dequantized frames (:func:`candidate.run`);
+        a non-finite output is a 422 here, never a NaN in the features, the bank or the index."""
+        out = candidate.run(self.session, frames)
+        for name in ("video_probs", "segment_probs", "segment_embeddings"):
+            check_finite(name, getattr(out, name))
+        return out
 
     def localizable(self, bank: ClassBank) -> npt.NDArray[np.bool_]:
         """bool [C]: classes the GBM was trained on, plus any class with a labelled positive."""
@@ -209,7 +214,9 @@ class Scorer:
         )
         t2 = time.perf_counter()
         timings["features"] = t2 - t1
+        check_pair_matrix(pairs.x)  # a clear 422 rather than XGBoost scoring a broken row
         flat = predict_pairs(self.booster, pairs)
+        check_finite("scores", flat)
         t3 = time.perf_counter()
         timings["gbm"] = t3 - t2
         num_seg = int(cand.segment_probs.shape[0])

@@ -1,8 +1,9 @@
 """Writing a model bundle (``models/NAME/``): files, manifest, sha256 of every file.
 
 Hashing rule: ``manifest.files`` lists the sha256 of EVERY other file of the bundle, ``report/``
-included. Whoever rewrites a file of the bundle (``ccrl evaluate`` rewriting ``report/``) calls
-:func:`finalize_manifest` afterwards, which re-hashes and rewrites the manifest.
+included, and ``manifest.sha256`` holds the sha256 of ``manifest.json`` itself (written last, by
+:func:`write_manifest`). Whoever rewrites a file of the bundle (``ccrl evaluate`` rewriting
+``report/``) calls :func:`finalize_manifest` afterwards, which re-hashes and rewrites both.
 """
 
 from __future__ import annotations
@@ -21,7 +22,13 @@ import numpy as np
 import xgboost as xgb
 
 from service.bank import ClassBank
-from service.bundle import FORMAT_VERSION, MANIFEST, sha256_file
+from service.bundle import (
+    FORMAT_VERSION,
+    MANIFEST,
+    MANIFEST_HASH,
+    manifest_hash_line,
+    sha256_file,
+)
 from service.features import CATEGORICAL, FEATURE_NAMES
 
 if TYPE_CHECKING:
@@ -52,11 +59,11 @@ def class_entries(vocab: Vocabulary | None, num_classes: int) -> list[dict[str, 
 
 
 def hash_files(root: Path) -> dict[str, str]:
-    """sha256 of every file under ``root`` except the manifest, keyed by posix relative path."""
+    """sha256 of every file under ``root`` except the manifest and its hash, by posix relpath."""
     out: dict[str, str] = {}
     for fp in sorted(root.rglob("*")):
         rel = fp.relative_to(root).as_posix()
-        if fp.is_file() and rel != MANIFEST:
+        if fp.is_file() and rel not in (MANIFEST, MANIFEST_HASH):
             out[rel] = sha256_file(fp)
     return out
 
@@ -69,6 +76,26 @@ def write_json_atomic(path: Path, obj: Any) -> None:
         with os.fdopen(fd, "w", encoding="utf-8") as fh:
             json.dump(obj, fh, indent=2, sort_keys=False, default=_json_default)
             fh.write("\n")
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def write_manifest(out: Path, manifest: Mapping[str, Any]) -> Path:
+    """Write ``manifest.json`` and then its ``manifest.sha256`` (both atomically)."""
+    mpath = Path(out) / MANIFEST
+    write_json_atomic(mpath, manifest)
+    write_text_atomic(Path(out) / MANIFEST_HASH, manifest_hash_line(mpath))
+    return mpath
+
+
+def write_text_atomic(path: Path, text: str) -> None:
+    """Write text through a temporary file and a rename."""
+    fd, tmp = tempfile.mkstemp(prefix=path.name, dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(text)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -148,8 +175,7 @@ def write_bundle(
         "versions": library_versions(),
     }
     manifest["files"] = hash_files(out)
-    write_json_atomic(out / MANIFEST, manifest)
-    return out / MANIFEST
+    return write_manifest(out, manifest)
 
 
 def _write_model_files(
@@ -185,5 +211,4 @@ def finalize_manifest(out: Path, *, metrics: Mapping[str, Any] | None = None) ->
     if metrics is not None:
         manifest["metrics"] = dict(metrics)
     manifest["files"] = hash_files(Path(out))
-    write_json_atomic(mpath, manifest)
-    return mpath
+    return write_manifest(Path(out), manifest)

@@ -25,7 +25,8 @@ def _corpus_ready(data: Path) -> bool:
 
 
 def write_example_request(data: Path, out: Path | None = None) -> Path:
-    """A /localize body (base64 uint8 frames, with a video id) for the first test video."""
+    """A /localize body (base64 uint8 frames, with a video id) for the first test video; it says
+    ``overwrite``, so that posting it again re-indexes the video instead of a 409."""
     from service.decode import encode_frames
     from service.tfrecord import read_videos
 
@@ -37,6 +38,7 @@ def write_example_request(data: Path, out: Path | None = None) -> Path:
         "audio": encode_frames(video.audio),
         "max_classes": 3,
         "max_segments": 3,
+        "overwrite": True,
     }
     out.write_text(json.dumps(body) + "\n", encoding="utf-8")
     return out

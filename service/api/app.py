@@ -20,7 +20,9 @@ from fastapi import FastAPI
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from service.api.errors import BodyTooLarge, error_response, install_error_handlers
+from service.api.guards import HeaderGuard, install_disconnect_handler
 from service.api.metrics import Metrics
+from service.api.openapi import install_openapi
 from service.api.routes import router
 from service.api.runtime import Runtime
 from service.bundle import Bundle, BundleError, load_bundle
@@ -207,7 +209,15 @@ def create_app(settings: Settings | None = None, *, runtime: Runtime | None = No
     )
     app.state.runtime = None
     install_error_handlers(app)
+    install_disconnect_handler(app)
     app.include_router(router)
+    install_openapi(app)
     limit = settings.max_body_bytes if settings is not None else None
+    app.add_middleware(
+        HeaderGuard,
+        fastapi_app=app,
+        max_headers=settings.max_headers if settings else None,
+        max_header_bytes=settings.max_header_bytes if settings else None,
+    )
     app.add_middleware(ServiceMiddleware, fastapi_app=app, max_body_bytes=limit)
     return app

@@ -4,7 +4,8 @@ Every error answer is JSON ``{"detail": "<what is wrong>", "error": "<code>"}``.
 that names the field, never a 500. Conventions: a body that is not JSON is 400; a JSON body with a
 wrong field (including an unknown class id inside the body) is 422; an unknown class in the URL
 path is 404; a body over the limit is 413; a write without a valid token is 401 (403 when writes
-are disabled); a shared store that cannot be reached is 503.
+are disabled); re-indexing a video without ``"overwrite": true`` is 409; a body that is not sent as
+``application/json`` is 415; a shared store that cannot be reached is 503.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from service.api.schemas import error_body
 from service.decode import InputError
 from service.scorer import UnknownClassError
-from service.stores.base import StoreUnavailable
+from service.stores.base import StoreUnavailable, VideoExists
 
 log = logging.getLogger("ccrl.api")
 
@@ -66,6 +67,7 @@ ERROR_TABLE: tuple[tuple[type[Exception], int, str], ...] = (
     (InputError, 422, "invalid_input"),
     (UnknownClassError, 422, "unknown_class"),
     (StoreUnavailable, 503, "store_unavailable"),
+    (VideoExists, 409, "already_indexed"),
 )
 """Domain errors of the runtime -> (status, code). :class:`ApiError` subclasses carry their own."""
 
@@ -80,11 +82,26 @@ def _format_validation(errors: list[Any]) -> str:
     """Pydantic / FastAPI errors as ``field.path: message; ...``."""
     parts = []
     for e in errors[:5]:
-        loc = [str(p) for p in e.get("loc", ()) if p not in ("body",)]
-        where = ".".join(loc) or "body"
-        parts.append(f"{where}: {e.get('msg', 'invalid')}")
+        where = _where([p for p in e.get("loc", ()) if p not in ("body",)])
+        parts.append(f"{where}: {e.get('msg', 'invalid')}{_given(e)}")
     more = f" (+{len(errors) - 5} more)" if len(errors) > 5 else ""
     return "; ".join(parts) + more
+
+
+def _where(loc: list[Any]) -> str:
+    """A pydantic location as ``segments[0].start`` (list indices in brackets, like decode's)."""
+    out = ""
+    for p in loc:
+        out += f"[{p}]" if isinstance(p, int) else (f".{p}" if out else str(p))
+    return out or "body"
+
+
+def _given(error: Any) -> str:
+    """`` (got 5)`` for a short scalar input of a validation error, else nothing."""
+    value = error.get("input") if isinstance(error, dict) else None
+    if isinstance(value, bool | int | float | str) and len(text := repr(value)) <= 40:
+        return f" (got {text})"
+    return ""
 
 
 def install_error_handlers(app: FastAPI) -> None:

@@ -8,24 +8,25 @@ shapes in :mod:`service.api.schemas` (built by its functions, serialized here as
 
 from __future__ import annotations
 
-import hmac
 import json
 import time
 from typing import Any
 
 import pydantic_core
-from fastapi import APIRouter, Query, Request, Response
+from fastapi import APIRouter, Depends, Query, Request, Response
 from pydantic import BaseModel
 from starlette.concurrency import run_in_threadpool
 
 from service import labels
-from service.api import schemas
-from service.api.errors import ClassNotFound, MalformedBody, Unauthorized, WritesDisabled
+from service.api import auth, schemas
+from service.api.errors import ClassNotFound, MalformedBody
+from service.api.guards import require_json
 from service.api.runtime import Runtime, RuntimeDep
 from service.decode import InputError, decode_video
 from service.localize import LocalizeQuery
 
 router = APIRouter()
+JSON_BODY = [Depends(require_json)]
 
 _ERRORS: dict[int | str, dict[str, Any]] = {
     code: {"model": schemas.ErrorResponse} for code in (400, 401, 403, 404, 413, 422, 503)
@@ -68,7 +69,9 @@ def _json_body(model: type[BaseModel]) -> dict[str, Any]:
 
 
 # ---------------------------------------------------------------------------- /localize
-def _localize(rt: Runtime, body: bytes) -> tuple[schemas.LocalizeResponse, dict[str, float]]:
+def _localize(
+    rt: Runtime, body: bytes, headers: Any
+) -> tuple[schemas.LocalizeResponse, dict[str, float]]:
     with rt.slots:  # parsing and scoring; the index write below holds no slot
         t0 = time.perf_counter()
         req: schemas.LocalizeRequest = _parse(body, schemas.LocalizeRequest)
@@ -80,11 +83,18 @@ def _localize(rt: Runtime, body: bytes) -> tuple[schemas.LocalizeResponse, dict[
             max_classes=req.max_classes,
             max_segments=req.max_segments,
             index=req.index,
+            overwrite=req.overwrite,
         )
+        if query.index_wanted:  # who may index: checked before any work
+            auth.require_index(rt.settings, headers, str(req.video_id))
         done = rt.localizer.score(query, started=t0)
-    rt.localizer.index(done)
+    out = schemas.localize_response(done, rt.model_version)  # all that can fail comes first
+    rt.localizer.index(done)  # last: only a request that fully succeeded writes the index
+    out["indexed"] = done.indexed
+    if done.warnings:
+        out["warnings"] = list(done.warnings)
     rt.metrics.observe_localize(done)
-    return schemas.localize_response(done, rt.model_version), done.timings
+    return out, done.timings
 
 
 @router.post(
@@ -92,11 +102,12 @@ def _localize(rt: Runtime, body: bytes) -> tuple[schemas.LocalizeResponse, dict[
     response_model=None,
     responses={200: {"model": schemas.LocalizeResponse}, **_ERRORS},
     openapi_extra=_json_body(schemas.LocalizeRequest),
+    dependencies=JSON_BODY,
     summary="Score a video's segments for its candidate classes (or the given ones).",
 )
 async def localize(request: Request, rt: RuntimeDep) -> Response:
     body = await request.body()
-    out, timings = await run_in_threadpool(_localize, rt, body)
+    out, timings = await run_in_threadpool(_localize, rt, body, request.headers)
     return _json(out, headers={"Server-Timing": _server_timing(timings)})
 
 
@@ -127,21 +138,6 @@ def top_segments(
 
 
 # ---------------------------------------------------------------------------- labels
-def _authorize(rt: Runtime, request: Request) -> None:
-    token = rt.settings.token()
-    if token is None:
-        raise WritesDisabled("writes are disabled: the service has no CCRL_API_TOKEN configured")
-    header = request.headers.get("authorization", "")
-    scheme, _, given = header.partition(" ")
-    if scheme.lower() != "bearer" or not given:
-        raise Unauthorized(
-            "missing 'Authorization: Bearer <token>' header",
-            headers={"WWW-Authenticate": "Bearer"},
-        )
-    if not hmac.compare_digest(given.strip().encode(), token.encode()):
-        raise Unauthorized("invalid bearer token", headers={"WWW-Authenticate": "Bearer"})
-
-
 def _add_labels(rt: Runtime, class_id: int, body: bytes) -> schemas.LabelsResponse:
     s = rt.settings
     with rt.slots:
@@ -163,10 +159,11 @@ def _add_labels(rt: Runtime, class_id: int, body: bytes) -> schemas.LabelsRespon
     status_code=201,
     responses={201: {"model": schemas.LabelsResponse}, **_ERRORS},
     openapi_extra=_json_body(schemas.LabelsRequest),
+    dependencies=JSON_BODY,
     summary="Add labelled segments of a video to a class's bank (needs the bearer token).",
 )
 async def add_labels(request: Request, rt: RuntimeDep, class_id: int) -> Response:
-    _authorize(rt, request)
+    auth.require_write(rt.settings, request.headers)
     _check_class(rt, class_id)
     body = await request.body()
     out = await run_in_threadpool(_add_labels, rt, class_id, body)

@@ -16,37 +16,94 @@ from collections.abc import Sequence
 from typing import Annotated, Any, Literal, NotRequired
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, with_config
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, WithJsonSchema, with_config
 from typing_extensions import TypedDict  # pydantic needs this one before Python 3.12
 
 from service.bank import ClassBank
+from service.decode import FRAME_VALUE_BOUND, FRAME_VALUE_LIMIT, FRAME_VALUE_TOLERANCE
 from service.localize import Localized
 from service.scorer import ClassSegments
 from service.stores.base import IndexEntry, StoreHealth, WriteResult
-from service.yt8m import MAX_FRAMES, segment_end, segment_ends
+from service.yt8m import AUDIO_DIM, MAX_FRAMES, RGB_DIM, SEGMENT_FRAMES, segment_end, segment_ends
 
-FRAMES_SCHEMA: dict[str, Any] = {
-    "description": (
-        "Frames: a JSON array [F, D] of dequantized floats, or "
-        '{"b64": str, "dtype": "uint8"|"float32", "shape": [F, D]} (uint8 = YouTube-8M-quantized).'
-    ),
-    "anyOf": [
-        {"type": "array", "items": {"type": "array", "items": {"type": "number"}}},
-        {
-            "type": "object",
-            "properties": {
-                "b64": {"type": "string"},
-                "dtype": {"type": "string", "enum": ["uint8", "float32"]},
-                "shape": {"type": "array", "items": {"type": "integer"}},
+MAX_CLASS_ID = 2**31 - 1
+"""The largest class id the schema admits (the document narrows it to the vocabulary)."""
+MAX_FRAMES_CAP = 100_000
+"""The largest ``CCRL_MAX_FRAMES`` (the settings' bound); the document shows the configured cap."""
+MAX_SEGMENTS = MAX_FRAMES // SEGMENT_FRAMES
+
+
+def frames_schema(width: int) -> dict[str, Any]:
+    """The JSON schema of a FRAMES field of ``width`` values per frame.
+
+    ``x-bound`` marks the numbers that depend on the settings (frame counts): the OpenAPI document
+    fills them in at run time (:mod:`service.api.openapi`).
+    """
+    value = {"type": "number", "minimum": -FRAME_VALUE_LIMIT, "maximum": FRAME_VALUE_LIMIT}
+    return {
+        "description": (
+            f"Frames [F, {width}], F between the configured minimum and maximum frame counts "
+            "(rgb and audio must have the same F). Either a JSON array of F arrays of "
+            f"{width} dequantized floats in [-{FRAME_VALUE_BOUND:g}, {FRAME_VALUE_BOUND:g}] "
+            f"(tolerance {FRAME_VALUE_TOLERANCE:g}), or "
+            f'{{"b64", "dtype", "shape": [F, {width}]}}: the base64 of the raw little-endian '
+            "array, exactly F * width * itemsize bytes (uint8 = YouTube-8M-quantized, 1 byte; "
+            "float32 = dequantized, 4 bytes, same value range)."
+        ),
+        "anyOf": [
+            {
+                "type": "array",
+                "minItems": SEGMENT_FRAMES,
+                "maxItems": MAX_FRAMES,
+                "x-bound": "frames",
+                "items": {"type": "array", "minItems": width, "maxItems": width, "items": value},
             },
-            "required": ["b64", "dtype", "shape"],
-        },
-    ],
-}
+            {
+                "type": "object",
+                "properties": {
+                    "b64": {"type": "string", "contentEncoding": "base64"},
+                    "dtype": {"type": "string", "enum": ["uint8", "float32"]},
+                    "shape": {
+                        "type": "array",
+                        "minItems": 2,
+                        "maxItems": 2,
+                        "prefixItems": [
+                            {
+                                "type": "integer",
+                                "minimum": SEGMENT_FRAMES,
+                                "maximum": MAX_FRAMES,
+                                "x-bound": "frame_count",
+                            },
+                            {"type": "integer", "const": width},
+                        ],
+                        "items": False,
+                    },
+                },
+                "required": ["b64", "dtype", "shape"],
+                "additionalProperties": False,
+            },
+        ],
+    }
 
-Frames = Annotated[list[Any] | dict[str, Any], Field(json_schema_extra=FRAMES_SCHEMA)]
+
+def json_integer(value: Any) -> Any:
+    """A JSON integer as JSON Schema has it: ``5`` or ``5.0`` (a number without a fraction) is 5;
+    booleans, strings and fractions stay as they are, for the strict int check to refuse."""
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return value
+
+
+JsonInt = BeforeValidator(json_integer)
+"""Put last in the ``Annotated`` of every integer field of a request body, after its bounds (so
+an overflow is a 422), to take ``5.0`` as 5; the field stays strict (``true`` or ``"5"``: 422)."""
+
+RgbFrames = Annotated[list[Any] | dict[str, Any], WithJsonSchema(frames_schema(RGB_DIM))]
+AudioFrames = Annotated[list[Any] | dict[str, Any], WithJsonSchema(frames_schema(AUDIO_DIM))]
 VideoId = Annotated[str, Field(min_length=1, max_length=256, pattern=r"^[^\x00-\x1f]+$")]
-ClassId = Annotated[int, Field(ge=0)]
+ClassId = Annotated[
+    int, Field(ge=0, le=MAX_CLASS_ID, json_schema_extra={"x-bound": "class_id"}), JsonInt
+]
 
 
 class _Strict(BaseModel):
@@ -56,27 +113,62 @@ class _Strict(BaseModel):
 class LocalizeRequest(_Strict):
     """``POST /localize``."""
 
-    video_id: VideoId | None = None
-    rgb: Frames
-    audio: Frames
-    classes: list[int] | None = Field(default=None, min_length=1, max_length=10_000)
-    max_classes: int | None = Field(default=None, ge=1, le=10_000)
-    max_segments: int | None = Field(default=None, ge=1)
-    index: bool = True
+    video_id: VideoId | None = Field(
+        default=None,
+        description="The video's id: its own bank entries are left out of the similarities, and "
+        "with `index` (the default) its scores enter the corpus index, which needs the bearer "
+        "token (the write or the index token).",
+    )
+    rgb: RgbFrames
+    audio: AudioFrames
+    classes: list[ClassId] | None = Field(
+        default=None,
+        min_length=1,
+        max_length=10_000,
+        description="Score these vocabulary ids instead of the candidate classes.",
+    )
+    max_classes: Annotated[int, Field(ge=1, le=10_000), JsonInt] | None = None
+    max_segments: (
+        Annotated[int, Field(ge=1, le=MAX_FRAMES_CAP // SEGMENT_FRAMES), JsonInt] | None
+    ) = None
+    index: bool = Field(default=True, description="Index the scores (with a `video_id`).")
+    overwrite: bool = Field(
+        default=False,
+        description="Replace the index entries of a `video_id` that is already indexed (else 409).",
+    )
+
+
+SegmentStart = Annotated[
+    int,
+    Field(
+        ge=0,
+        le=MAX_FRAMES_CAP - SEGMENT_FRAMES,
+        json_schema_extra={"multipleOf": SEGMENT_FRAMES, "x-bound": "segment_start"},
+    ),
+    JsonInt,
+]
+Label = Annotated[int, Field(ge=0, le=1, json_schema_extra={"enum": [0, 1]}), JsonInt]
 
 
 class LabelSegment(_Strict):
-    start: int = Field(ge=0, description="Segment start frame, a multiple of 5.")
-    label: Literal[0, 1]
+    start: SegmentStart = Field(
+        description="Segment start frame: a multiple of 5 before the video's last whole segment "
+        "ends; each start at most once per request."
+    )
+    label: Label = Field(description="1 positive, 0 negative.")
 
 
 class LabelsRequest(_Strict):
     """``POST /classes/{class_id}/labels``."""
 
     video_id: VideoId
-    rgb: Frames
-    audio: Frames
-    segments: list[LabelSegment] = Field(min_length=1, max_length=MAX_FRAMES)
+    rgb: RgbFrames
+    audio: AudioFrames
+    segments: list[LabelSegment] = Field(
+        min_length=1,
+        max_length=MAX_FRAMES_CAP // SEGMENT_FRAMES,
+        json_schema_extra={"x-bound": "segment_count"},
+    )
 
 
 # ---------------------------------------------------------------------------- responses

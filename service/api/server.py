@@ -1,9 +1,14 @@
 """``ccrl serve``: run the API with uvicorn (runtime only: no torch, no training code).
 
-The bundle is checked in the parent process first (every sha256 of its manifest), so a tampered or
-incomplete bundle stops the command with a clear message before any worker starts. With several
-workers, Prometheus multiprocess mode is set up (a fresh ``PROMETHEUS_MULTIPROC_DIR``) before the
-workers import anything.
+The bundle is checked in the parent process first (every sha256 of its manifest), and so are the
+settings (a token shorter than 16 characters), so a bad start stops the command with a clear
+message before any worker starts. With several workers, Prometheus multiprocess mode is set up (a
+fresh ``PROMETHEUS_MULTIPROC_DIR``) before the workers import anything.
+
+Connection limits (:func:`uvicorn_limits`, from the settings): the h11 protocol with the read
+deadlines of :mod:`service.api.protocol`, the request head capped at ``CCRL_MAX_HEADER_BYTES``,
+``CCRL_KEEP_ALIVE_S`` idle keep-alive, and ``CCRL_MAX_CONNECTIONS`` (per worker) beyond which
+requests are answered 503.
 """
 
 from __future__ import annotations
@@ -14,8 +19,12 @@ import shutil
 import sys
 import tempfile
 from pathlib import Path
+from typing import Any
+
+from pydantic import ValidationError
 
 from service.bundle import BundleError, read_manifest, verify_files
+from service.config import Settings
 
 log = logging.getLogger("ccrl.server")
 
@@ -31,6 +40,28 @@ def resolve_bundle(bundle: Path | str | None) -> Path:
     manifest = read_manifest(path)
     verify_files(path, manifest)
     return path
+
+
+def uvicorn_limits(settings: Settings) -> dict[str, Any]:
+    """The uvicorn options that enforce the connection limits of ``settings``."""
+    from service.api.protocol import PROTOCOL
+
+    return {
+        "http": PROTOCOL,
+        "h11_max_incomplete_event_size": settings.max_header_bytes,
+        "limit_concurrency": settings.max_connections,
+        "timeout_keep_alive": settings.keep_alive_s,
+    }
+
+
+def load_settings() -> Settings:
+    """The settings from the environment, or exit with the problem (never the token itself)."""
+    try:
+        return Settings()
+    except ValidationError as e:
+        lines = [f"  {'.'.join(str(p) for p in err['loc'])}: {err['msg']}" for err in e.errors()]
+        print("error: refusing to serve: bad settings\n" + "\n".join(lines), file=sys.stderr)
+        raise SystemExit(2) from None
 
 
 def run_server(
@@ -61,6 +92,7 @@ def run_server(
         print(f"error: refusing to serve: {e}", file=sys.stderr)
         raise SystemExit(1) from None
     os.environ["CCRL_BUNDLE"] = str(path)
+    settings = load_settings()
     mp_dir: str | None = None
     if workers > 1:
         mp_dir = tempfile.mkdtemp(prefix="ccrl-prometheus-")
@@ -81,6 +113,7 @@ def run_server(
             workers=workers,
             log_level=log_level,
             timeout_graceful_shutdown=10,
+            **uvicorn_limits(settings),
         )
     finally:
         if mp_dir is not None:

@@ -35,6 +35,17 @@ class StoreUnavailable(RuntimeError):
         self.reason = reason
 
 
+class VideoExists(LookupError):
+    """The video is already indexed and the write did not ask to overwrite its entries."""
+
+    def __init__(self, video_id: str) -> None:
+        super().__init__(
+            f'video_id: {video_id!r} is already indexed; send "overwrite": true to replace its '
+            "entries"
+        )
+        self.video_id = video_id
+
+
 class StoreListener:
     """Hooks the stores call so that metrics stay out of them (all no-ops here)."""
 
@@ -150,11 +161,19 @@ class IndexStore(ABC):
     kind: str = "abstract"
 
     @abstractmethod
-    def put_video(self, video_id: str, entries: Mapping[int, tuple[I64, F32]]) -> int:
-        """Replace every entry of ``video_id`` with ``entries`` (class -> (starts [n], scores [n])).
+    def put_video(
+        self, video_id: str, entries: Mapping[int, tuple[I64, F32]], *, overwrite: bool = True
+    ) -> int:
+        """Replace every entry of ``video_id`` with ``entries`` (class -> (starts [n], scores [n])),
+        atomically: all of them or none.
 
-        Returns the number of segments written; raises StoreUnavailable when not stored.
+        Returns the number of segments written; raises StoreUnavailable when not stored, and
+        VideoExists (nothing written) when the video is indexed already and ``overwrite`` is False.
         """
+
+    @abstractmethod
+    def has_video(self, video_id: str) -> bool:
+        """Whether ``video_id`` is in the index (raises StoreUnavailable when it cannot tell)."""
 
     @abstractmethod
     def top(self, class_id: int, limit: int, offset: int = 0) -> tuple[int, list[IndexEntry]]:

@@ -16,6 +16,7 @@ from service.stores.base import (
     LabelBatch,
     StoreHealth,
     StoreListener,
+    VideoExists,
     WriteResult,
     apply_batches,
 )
@@ -104,9 +105,13 @@ class MemoryIndexStore(IndexStore):
         self._videos: dict[str, dict[int, list[int]]] = {}
         self._lock = threading.Lock()
 
-    def put_video(self, video_id: str, entries: Mapping[int, tuple[I64, F32]]) -> int:
+    def put_video(
+        self, video_id: str, entries: Mapping[int, tuple[I64, F32]], *, overwrite: bool = True
+    ) -> int:
         written = 0
         with self._lock:
+            if not overwrite and video_id in self._videos:
+                raise VideoExists(video_id)
             for c, old_starts in self._videos.pop(video_id, {}).items():
                 old_list = self._classes.get(c)
                 if old_list is not None:
@@ -123,6 +128,10 @@ class MemoryIndexStore(IndexStore):
                 written += len(st)
             self._videos[video_id] = kept
         return written
+
+    def has_video(self, video_id: str) -> bool:
+        with self._lock:
+            return video_id in self._videos
 
     def top(self, class_id: int, limit: int, offset: int = 0) -> tuple[int, list[IndexEntry]]:
         with self._lock:

@@ -48,6 +48,7 @@ from service.stores.base import (
     StoreHealth,
     StoreListener,
     StoreUnavailable,
+    VideoExists,
     WriteResult,
     apply_batches,
 )
@@ -433,7 +434,9 @@ class RedisIndexStore(IndexStore):
 
     _class_key = class_key
 
-    def put_video(self, video_id: str, entries: Mapping[int, tuple[I64, F32]]) -> int:
+    def put_video(
+        self, video_id: str, entries: Mapping[int, tuple[I64, F32]], *, overwrite: bool = True
+    ) -> int:
         kv = self.video_key(video_id)
         new: dict[str, list[int]] = {}
         members: dict[int, dict[str, float]] = {}
@@ -454,6 +457,8 @@ class RedisIndexStore(IndexStore):
                             kv
                         )
                         old_raw = pipe.get(kv)
+                        if old_raw is not None and not overwrite:
+                            raise VideoExists(video_id)
                         old: dict[str, list[int]] = json.loads(old_raw) if old_raw else {}
                         pipe.multi()
                         for oc, old_starts in old.items():
@@ -475,6 +480,10 @@ class RedisIndexStore(IndexStore):
             raise StoreUnavailable("index", "put", f"video {video_id!r} is being re-scored")
 
         return self.backend.call("index", "put", replace)
+
+    def has_video(self, video_id: str) -> bool:
+        kv = self.video_key(video_id)
+        return bool(self.backend.call("index", "has", lambda r: r.exists(kv)))
 
     def top(self, class_id: int, limit: int, offset: int = 0) -> tuple[int, list[IndexEntry]]:
         key = self._class_key(class_id)

@@ -30,6 +30,9 @@ def cluster() -> Any:
         yield c
 
 
+INDEX_TOKEN = "batch-test-index-token-0123"
+
+
 def _submit(bundle: Path, data: list[Path], out: Path, *, cg: bool, top: int = 100_000) -> bytes:
     from training.submit import run_submit
 
@@ -71,7 +74,9 @@ def _service_index(bundle: Path, data: list[Path], url: str, cap: int, cg: bool)
         index_cap=cap,
         ort_intra_threads=1,
         xgb_nthread=1,
+        index_token=INDEX_TOKEN,  # indexing through the service needs a token
     )
+    auth = {"Authorization": f"Bearer {INDEX_TOKEN}"}
     with TestClient(create_app(settings)) as client:
         for i, v in enumerate(videos):
             classes = cs.classes[cs.cg_mask[i]] if cg else cs.classes
@@ -84,7 +89,7 @@ def _service_index(bundle: Path, data: list[Path], url: str, cap: int, cg: bool)
                 "classes": classes.tolist(),
                 "index": True,
             }
-            assert client.post("/localize", json=body).status_code == 200
+            assert client.post("/localize", json=body, headers=auth).status_code == 200
 
 
 def _tasks(data: list[Path], chunk: int) -> int:

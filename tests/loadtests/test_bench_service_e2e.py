@@ -23,7 +23,7 @@ sys.path.insert(0, str(ROOT))
 
 from loadtests.bench_service import run, running_server  # noqa: E402
 
-TOKEN = "bench-e2e-token"
+TOKEN = "bench-e2e-token-0123"
 
 
 @pytest.fixture(scope="module")

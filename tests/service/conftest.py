@@ -22,7 +22,7 @@ import pytest
 
 from service.yt8m import Video
 
-TOKEN = "test-token"
+TOKEN = "test-token-0123456789"  # at least 16 characters, as the service requires
 
 
 def _free_port() -> int:
@@ -284,3 +284,60 @@ class UvicornThread:
 def serve_app() -> Any:
     """``serve_app(app)``: a context manager running ``app`` on a real HTTP port."""
     return UvicornThread
+
+
+class CcrlServe:
+    """A real ``ccrl serve`` process on a free port (stderr kept in ``log``), for the tests of
+    what the server itself does: limits, deadlines, disconnects, start-up refusals."""
+
+    def __init__(self, bundle: Path, log: Path, **env: str) -> None:
+        import os
+        import sys
+
+        self.port = _free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.log = log
+        base = {k: v for k, v in os.environ.items() if k not in {"REDIS_URL", "CCRL_BUNDLE"}}
+        base.update(CCRL_ORT_INTRA_THREADS="1", CCRL_XGB_NTHREAD="1", CCRL_API_TOKEN=TOKEN)
+        base.update(env)
+        self.cmd = [sys.executable, "-m", "ccrl", "serve", "--bundle", str(bundle)]
+        self.env = base
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def __enter__(self) -> CcrlServe:
+        import httpx
+
+        with self.log.open("wb") as err:
+            self.proc = subprocess.Popen(
+                [*self.cmd, "--port", str(self.port)],
+                env=self.env,
+                stdout=subprocess.DEVNULL,
+                stderr=err,
+            )
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"ccrl serve exited: {self.log.read_text()[-2000:]}")
+            try:
+                if httpx.get(f"{self.url}/readyz", timeout=1).status_code == 200:
+                    return self
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.2)
+        raise RuntimeError("ccrl serve did not become ready")
+
+    def __exit__(self, *exc: object) -> None:
+        if self.proc is not None:
+            self.proc.terminate()
+            self.proc.wait(timeout=30)
+
+    def connect(self) -> socket.socket:
+        """A raw TCP connection to the server (10 s socket timeout)."""
+        s = socket.create_connection(("127.0.0.1", self.port), timeout=10)
+        return s
+
+
+@pytest.fixture(scope="session")
+def ccrl_serve() -> Any:
+    """``ccrl_serve(bundle, log_path, **env)``: a context manager running ``ccrl serve``."""
+    return CcrlServe

@@ -13,6 +13,8 @@ import pytest
 from service.decode import encode_frames
 from service.yt8m import AUDIO_DIM, RGB_DIM, SEGMENT_FRAMES, Video, dequantize
 
+JSON = {"Content-Type": "application/json"}
+
 
 def error(r: Any, status: int, *words: str) -> dict[str, Any]:
     """Assert an error answer: the status, a JSON body with ``detail`` naming ``words``."""
@@ -25,9 +27,12 @@ def error(r: Any, status: int, *words: str) -> dict[str, Any]:
 
 
 # ---------------------------------------------------------------------------- /localize
-def test_localize_answers_the_contract(client: Any, test_videos: list[Video], make_payload: Any):
+def test_localize_answers_the_contract(
+    client: Any, test_videos: list[Video], make_payload: Any, api_token: str
+) -> None:
     v = test_videos[0]
-    r = client.post("/localize", json=make_payload(v, video_id=v.id, max_segments=4))
+    auth = {"Authorization": f"Bearer {api_token}"}  # indexing a video needs the token
+    r = client.post("/localize", json=make_payload(v, video_id=v.id, max_segments=4), headers=auth)
     assert r.status_code == 200
     body = r.json()
     assert body["video_id"] == v.id
@@ -211,7 +216,7 @@ def test_every_bad_localize_input_is_a_4xx_naming_the_problem(
     ],
 )
 def test_malformed_json_is_400(client: Any, raw: bytes, words: tuple[str, ...]) -> None:
-    error(client.post("/localize", content=raw), 400, *words)
+    error(client.post("/localize", content=raw, headers=JSON), 400, *words)
 
 
 def test_body_over_the_limit_is_413(make_settings: Any, test_videos: list[Video], make_payload):
@@ -222,13 +227,13 @@ def test_body_over_the_limit_is_413(make_settings: Any, test_videos: list[Video]
     with TestClient(create_app(make_settings(max_body_bytes=50_000))) as c:
         body = json.dumps(make_payload(test_videos[0], "json")).encode()
         assert len(body) > 50_000
-        error(c.post("/localize", content=body), 413, "over the limit of 50000")
+        error(c.post("/localize", content=body, headers=JSON), 413, "over the limit of 50000")
 
         def chunks():  # no content-length: the limit applies to the streamed bytes
             for i in range(0, len(body), 8192):
                 yield body[i : i + 8192]
 
-        error(c.post("/localize", content=chunks()), 413, "over the limit")
+        error(c.post("/localize", content=chunks(), headers=JSON), 413, "over the limit")
         ok = make_payload(test_videos[0], "uint8")
         ok["rgb"] = encode_frames(test_videos[0].rgb[:20])
         ok["audio"] = encode_frames(test_videos[0].audio[:20])
@@ -236,9 +241,12 @@ def test_body_over_the_limit_is_413(make_settings: Any, test_videos: list[Video]
 
 
 # ---------------------------------------------------------------------------- top-segments
-def test_top_segments_across_the_corpus(client: Any, test_videos: list[Video], make_payload: Any):
+def test_top_segments_across_the_corpus(
+    client: Any, test_videos: list[Video], make_payload: Any, api_token: str
+) -> None:
+    auth = {"Authorization": f"Bearer {api_token}"}
     answers = [
-        client.post("/localize", json=make_payload(v, video_id=v.id)).json()
+        client.post("/localize", json=make_payload(v, video_id=v.id), headers=auth).json()
         for v in test_videos[:4]
     ]
     c = answers[0]["classes"][0]["class_id"]
@@ -262,9 +270,9 @@ def test_top_segments_across_the_corpus(client: Any, test_videos: list[Video], m
     assert all(s["end"] == s["start"] + 5 for s in body["segments"])
     page2 = client.get(f"/classes/{c}/top-segments", params={"limit": 2, "offset": 1}).json()
     assert page2["segments"] == body["segments"][1:3]
-    # re-scoring a video replaces its entries instead of adding to them
+    # re-scoring a video (explicitly) replaces its entries instead of adding to them
     v = test_videos[0]
-    client.post("/localize", json=make_payload(v, video_id=v.id))
+    client.post("/localize", json=make_payload(v, video_id=v.id, overwrite=True), headers=auth)
     assert client.get(f"/classes/{c}/top-segments").json()["total"] == body["total"]
 
 
@@ -389,7 +397,7 @@ def test_bad_label_requests(client: Any, test_videos: list[Video], api_token: st
             "/classes/1/labels",
             _labels_body(v, [{"start": 0, "label": 2}]),
             422,
-            ("segments.0.label",),
+            ("segments[0].label",),
         ),
         ("/classes/1/labels", _labels_body(v, []), 422, ("segments",)),
         (
@@ -416,11 +424,17 @@ def test_bad_label_requests(client: Any, test_videos: list[Video], api_token: st
     ]
     for path, body, status, words in cases:
         error(client.post(path, json=body, headers=auth), status, *words)
-    error(client.post("/classes/1/labels", content=b"{", headers=auth), 400, "not valid JSON")
+    error(
+        client.post("/classes/1/labels", content=b"{", headers={**auth, **JSON}),
+        400,
+        "not valid JSON",
+    )
 
 
 # ---------------------------------------------------------------------------- catalogue, health
-def test_classes_health_ready_and_metrics(client: Any, test_videos: list[Video], make_payload):
+def test_classes_health_ready_and_metrics(
+    client: Any, test_videos: list[Video], make_payload: Any, api_token: str
+) -> None:
     classes = client.get("/classes").json()["classes"]
     assert [c["class_id"] for c in classes] == list(range(len(classes)))
     assert all(set(c["bank"]) == {"positive", "negative"} for c in classes)
@@ -429,7 +443,8 @@ def test_classes_health_ready_and_metrics(client: Any, test_videos: list[Video],
     ready = client.get("/readyz").json()
     assert ready["status"] == "ready" and ready["store"] == "memory" and not ready["degraded"]
     v = test_videos[0]
-    client.post("/localize", json=make_payload(v, video_id=v.id))
+    auth = {"Authorization": f"Bearer {api_token}"}
+    client.post("/localize", json=make_payload(v, video_id=v.id), headers=auth)
     client.get("/classes/999999/top-segments")
     text = client.get("/metrics").text
     for line in (
@@ -508,10 +523,10 @@ def test_every_answer_is_the_shape_openapi_documents(
     client: Any, test_videos: list[Video], make_payload: Any, api_token: str
 ) -> None:
     v = test_videos[0]
-    r = client.post("/localize", json=make_payload(v, video_id=v.id))
+    auth = {"Authorization": f"Bearer {api_token}"}
+    r = client.post("/localize", json=make_payload(v, video_id=v.id), headers=auth)
     assert r.status_code == 200 and r.json()["classes"][0]["segments"]
     c = r.json()["classes"][0]["class_id"]
-    auth = {"Authorization": f"Bearer {api_token}"}
     answers = [
         ("post", "/localize", r),
         ("get", "/classes/{class_id}/top-segments", client.get(f"/classes/{c}/top-segments")),
@@ -528,7 +543,7 @@ def test_every_answer_is_the_shape_openapi_documents(
         ("get", "/healthz", client.get("/healthz")),
         ("get", "/readyz", client.get("/readyz")),
         ("get", "/classes/{class_id}/top-segments", client.get("/classes/99999/top-segments")),
-        ("post", "/localize", client.post("/localize", content=b"{")),
+        ("post", "/localize", client.post("/localize", content=b"{", headers=JSON)),
         ("post", "/localize", client.post("/localize", json={"rgb": []})),
     ]
     assert [a[2].status_code for a in answers] == [200, 200, 201, 200, 200, 200, 404, 400, 422]
@@ -538,7 +553,11 @@ def test_every_answer_is_the_shape_openapi_documents(
 
 
 def test_an_unreachable_index_answers_a_documented_warning(
-    make_settings: Any, redis_server: Any, test_videos: list[Video], make_payload: Any
+    make_settings: Any,
+    redis_server: Any,
+    test_videos: list[Video],
+    make_payload: Any,
+    api_token: str,
 ) -> None:
     import dataclasses
 
@@ -552,7 +571,8 @@ def test_an_unreachable_index_answers_a_documented_warning(
     redis_server.stop()
     v = test_videos[0]
     with TestClient(create_app(runtime=rt)) as c:
-        r = c.post("/localize", json=make_payload(v, video_id=v.id))
+        auth = {"Authorization": f"Bearer {api_token}"}
+        r = c.post("/localize", json=make_payload(v, video_id=v.id), headers=auth)
         assert r.status_code == 200 and r.json()["indexed"] is False
         assert r.json()["warnings"][0].startswith("not indexed: the index store is unavailable")
         _check_against_openapi(c, "post", "/localize", r)
@@ -573,6 +593,6 @@ def test_every_route_is_503_until_the_model_is_loaded(make_settings: Any) -> Non
         ("get", "/readyz"),
         ("get", "/metrics"),
     ):
-        body = error(c.request(method, path), 503, "the model is not loaded yet")
+        body = error(c.request(method, path, headers=JSON), 503, "the model is not loaded yet")
         assert body["error"] == "not_ready"
     assert c.get("/healthz").json() == {"status": "ok"}

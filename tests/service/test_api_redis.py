@@ -44,7 +44,7 @@ def test_redis_down_degrades_then_recovers(
     with serve_app(create_app(_settings(make_settings, redis_server.url))) as srv:
         h = httpx.Client(base_url=srv.url, timeout=30)
         assert h.get("/readyz").json()["status"] == "ready"
-        first = h.post("/localize", json=make_payload(v, video_id=v.id))
+        first = h.post("/localize", json=make_payload(v, video_id=v.id), headers=auth)
         assert first.status_code == 200 and first.json()["indexed"] is True
         c = first.json()["classes"][0]["class_id"]
         assert h.get(f"/classes/{c}/top-segments").json()["total"] > 0
@@ -54,7 +54,7 @@ def test_redis_down_degrades_then_recovers(
         assert r.status_code == 201
 
         redis_server.stop()
-        down = h.post("/localize", json=make_payload(w, video_id=w.id))
+        down = h.post("/localize", json=make_payload(w, video_id=w.id), headers=auth)
         assert down.status_code == 200  # scoring goes on from the local bank
         assert down.json()["indexed"] is False and "not indexed" in down.json()["warnings"][0]
         ready = h.get("/readyz")
@@ -78,7 +78,7 @@ def test_redis_down_degrades_then_recovers(
         while h.get("/readyz").json()["status"] != "ready":
             assert time.monotonic() < deadline, "did not recover"
             time.sleep(0.1)
-        again = h.post("/localize", json=make_payload(w, video_id=w.id))
+        again = h.post("/localize", json=make_payload(w, video_id=w.id), headers=auth)
         assert again.status_code == 200 and again.json()["indexed"] is True
         r = h.post(
             f"/classes/{c}/labels", json=_labels(w, [{"start": 0, "label": 1}]), headers=auth
@@ -119,7 +119,7 @@ def test_two_replicas_share_the_bank_and_the_index(
         assert after["classes"] != before["classes"]
         assert b.get("/readyz").json()["bank_version"] == 1
         # the index written through one replica is read through the other
-        a.post("/localize", json=make_payload(other, video_id=other.id, classes=[c]))
+        a.post("/localize", json=make_payload(other, video_id=other.id, classes=[c]), headers=auth)
         top = b.get(f"/classes/{c}/top-segments", params={"limit": 3}).json()
         assert top["total"] == other.num_frames // 5
         assert {s["video_id"] for s in top["segments"]} == {other.id}

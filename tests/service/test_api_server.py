@@ -19,6 +19,8 @@ import pytest
 
 from service.yt8m import Video
 
+TOKEN = "serve-test-token-0123456789"
+
 
 def _free_port() -> int:
     with socket.socket() as s:
@@ -32,7 +34,7 @@ def _ccrl() -> list[str]:
 
 def _env(**extra: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if k not in {"REDIS_URL", "CCRL_BUNDLE"}}
-    env.update(CCRL_ORT_INTRA_THREADS="1", CCRL_XGB_NTHREAD="1", CCRL_API_TOKEN="tok", **extra)
+    env.update(CCRL_ORT_INTRA_THREADS="1", CCRL_XGB_NTHREAD="1", CCRL_API_TOKEN=TOKEN, **extra)
     return env
 
 
@@ -81,16 +83,21 @@ def test_ccrl_serve_with_two_workers_answers_from_outside(
         request = write_example_request(service_corpus, tmp_path / "example.json")
         assert "--data @" in curl_example("127.0.0.1", port, request)
         body = request.read_bytes()
-        r = httpx.post(f"{url}/localize", content=body, timeout=30)  # no content-type, like curl
+        headers = {"Content-Type": "application/json", "Authorization": f"Bearer {TOKEN}"}
+        r = httpx.post(
+            f"{url}/localize", content=body, headers=headers, timeout=30
+        )  # as the README
         assert r.status_code == 200, r.text
         out = r.json()
         assert out["video_id"] == json.loads(body)["video_id"] and out["indexed"] is True
         assert 1 <= len(out["classes"]) <= 3
         assert "gbm;dur=" in r.headers["server-timing"]
-        bad = httpx.post(f"{url}/localize", content=b'{"rgb": [], "audio": []}', timeout=30)
+        bad = httpx.post(
+            f"{url}/localize", content=b'{"rgb": [], "audio": []}', headers=headers, timeout=30
+        )
         assert bad.status_code == 422 and "no frames" in bad.json()["detail"]
         big = b'{"rgb": [' + b"0.5, " * 700_000 + b'0.5], "audio": []}'
-        r = httpx.post(f"{url}/localize", content=big, timeout=30)
+        r = httpx.post(f"{url}/localize", content=big, headers=headers, timeout=30)
         assert r.status_code == 413 and "over the limit of 3000000" in r.json()["detail"]
         for _ in range(4):  # several requests: both workers answer some of them
             assert httpx.get(f"{url}/healthz", timeout=5).status_code == 200
@@ -122,13 +129,22 @@ def _tampered(bundle: Path, tmp: Path, how: str) -> Path:
             byte = f.read(1)
             f.seek(20)
             f.write(bytes([byte[0] ^ 0xFF]))
+    elif how == "edited manifest":  # every listed file intact; the manifest itself changed
+        m = json.loads((out / "manifest.json").read_text())
+        m["version"] = "29991231235959"
+        (out / "manifest.json").write_text(json.dumps(m, indent=2) + "\n")
     else:
         (out / "bank.npz").unlink()
     return out
 
 
 @pytest.mark.parametrize(
-    ("how", "words"), [("modified", "sha256 mismatch"), ("missing", "missing")]
+    ("how", "words"),
+    [
+        ("modified", "sha256 mismatch"),
+        ("missing", "missing"),
+        ("edited manifest", "the manifest was edited"),
+    ],
 )
 def test_a_tampered_or_incomplete_bundle_is_refused(
     service_bundle: Path, tmp_path: Path, how: str, words: str
@@ -140,7 +156,7 @@ def test_a_tampered_or_incomplete_bundle_is_refused(
     from service.config import Settings
 
     bad = _tampered(service_bundle, tmp_path, how)
-    target = "ccrl.ubj" if how == "modified" else "bank.npz"
+    target = {"modified": "ccrl.ubj", "missing": "bank.npz"}.get(how, "manifest.json")
     proc = subprocess.run(
         [*_ccrl(), "serve", "--bundle", str(bad), "--port", str(_free_port())],
         env=_env(),
@@ -169,15 +185,25 @@ def test_serve_without_a_bundle_says_how_to_give_one() -> None:
 
 
 def test_demo_reuses_an_existing_corpus_and_bundle(
-    service_bundle: Path, service_corpus: Path, tmp_path: Path, capsys: Any
+    service_bundle: Path,
+    service_corpus: Path,
+    tmp_path: Path,
+    capsys: Any,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     from ccrl.demo import run_demo
 
     data = tmp_path / "demo"
     shutil.copytree(service_corpus, data)
+    monkeypatch.delenv("CCRL_API_TOKEN", raising=False)
     run_demo(data=data, bundle=service_bundle, port=8123, build_only=True)
     printed = capsys.readouterr().out
     assert f"--data @{data / 'example-request.json'}" in printed
+    token = data / "api-token"  # the demo's write token, passed by the printed curl line
+    assert len(token.read_text().strip()) >= 32 and token.stat().st_mode & 0o077 == 0
+    assert f'-H "Authorization: Bearer $(cat {token})"' in printed
+    run_demo(data=data, bundle=service_bundle, port=8123, build_only=True)
+    assert f"$(cat {token})" in capsys.readouterr().out  # the same file the next time
     body = json.loads((data / "example-request.json").read_text())
     assert body["rgb"]["dtype"] == "uint8" and body["video_id"]
 

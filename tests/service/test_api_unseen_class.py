@@ -53,20 +53,20 @@ def test_a_class_unseen_in_training_becomes_retrievable_from_a_few_labels(
         labelled[v.id] = (np.flatnonzero(cov == 5)[:2] * 5, np.flatnonzero(cov == 0)[:2] * 5)
 
     def copy(v: Video) -> dict[str, Any]:  # the same frames under a new id: not its own bank
-        return make_payload(v, video_id=f"{v.id}-copy", max_classes=num_classes)
+        return make_payload(v, video_id=f"{v.id}-copy", max_classes=num_classes, overwrite=True)
 
     settings = Settings(
         bundle=sim_bundle, api_token=api_token, redis_url=None, ort_intra_threads=1, xgb_nthread=1
     )
+    auth = {"Authorization": f"Bearer {api_token}"}  # indexing and labels need the token
     with TestClient(create_app(settings)) as client:
         # before: the class is never a candidate and nothing is indexed for it
         for v, _ in showing:
-            body = client.post("/localize", json=copy(v)).json()
+            body = client.post("/localize", json=copy(v), headers=auth).json()
             assert u not in [c["class_id"] for c in body["classes"]]
         assert client.get(f"/classes/{u}/top-segments").json()["total"] == 0
 
         # a handful of labels: 2 clearly-showing and 2 background segments per video
-        auth = {"Authorization": f"Bearer {api_token}"}
         for v, _ in showing:
             pos, neg = labelled[v.id]
             segs = [{"start": int(s), "label": 1} for s in pos]
@@ -86,7 +86,7 @@ def test_a_class_unseen_in_training_becomes_retrievable_from_a_few_labels(
         # that look like the labelled positives
         scores: dict[tuple[str, int], float] = {}
         for v, _ in showing:
-            r = client.post("/localize", json=copy(v))
+            r = client.post("/localize", json=copy(v), headers=auth)
             assert r.status_code == 200
             entry = next(c for c in r.json()["classes"] if c["class_id"] == u)
             scores.update({(v.id, s["start"]): s["score"] for s in entry["segments"]})

@@ -142,3 +142,38 @@ def test_missing_file_and_bad_manifest(bundle_dir: tuple[Path, np.ndarray, xgb.B
         load_bundle(out)
     with pytest.raises(BundleError, match="not found"):
         load_bundle(out / "nope")
+
+
+def test_an_edited_manifest_is_refused(bundle_dir: tuple[Path, np.ndarray, xgb.Booster]) -> None:
+    out, _, _ = bundle_dir
+    line = (out / "manifest.sha256").read_text()
+    assert line.endswith("  manifest.json\n") and len(line.split()[0]) == 64  # sha256sum -c format
+    m = json.loads((out / "manifest.json").read_text())
+    assert m["format_version"] == 2 and "manifest.sha256" not in m["files"]
+    m["version"] = "99990101000000"  # every listed file is intact: only the manifest changed
+    (out / "manifest.json").write_text(json.dumps(m, indent=2) + "\n")
+    with pytest.raises(BundleError, match=r"manifest\.json: sha256 mismatch.*manifest was edited"):
+        load_bundle(out)
+    (out / "manifest.sha256").unlink()
+    with pytest.raises(BundleError, match=r"manifest\.sha256: missing"):
+        load_bundle(out)
+    assert load_bundle(out, verify=False).manifest.version == "99990101000000"
+
+
+def test_a_format_1_bundle_without_the_manifest_hash_keeps_its_other_checks(
+    bundle_dir: tuple[Path, np.ndarray, xgb.Booster], caplog: pytest.LogCaptureFixture
+) -> None:
+    out, _, _ = bundle_dir
+    (out / "manifest.sha256").unlink()
+    m = json.loads((out / "manifest.json").read_text())
+    m["format_version"] = 1  # written before manifest.sha256 existed
+    (out / "manifest.json").write_text(json.dumps(m))
+    assert load_bundle(out).manifest.format_version == 1
+    assert "the manifest itself is not verified" in caplog.text
+    good = (out / "bank.npz").read_bytes()
+    (out / "bank.npz").write_bytes(good[:-1] + bytes([good[-1] ^ 1]))
+    with pytest.raises(BundleError, match=r"bank\.npz: sha256 mismatch"):
+        load_bundle(out)
+    (out / "bank.npz").write_bytes(good)
+    finalize_manifest(out)  # re-hashing (ccrl evaluate) writes the manifest's hash too
+    assert (out / "manifest.sha256").is_file() and load_bundle(out).bank is not None

@@ -112,6 +112,33 @@ def test_non_finite_values_are_refused_with_their_position(bad: float) -> None:
         assert ("NaN" if np.isnan(bad) else "Inf") in str(err.value)
 
 
+@pytest.mark.parametrize(
+    ("value", "shown"), [(3.4e38, "3.4e+38"), (2.06, "2.06"), (-2.5, "-2.5"), (1e300, "1e+300")]
+)
+def test_values_outside_what_youtube8m_features_hold_are_refused(value: float, shown: str) -> None:
+    x = dequantize(_frames(6, AUDIO_DIM))
+    x[4, 9] = np.float32(value) if abs(value) < 3.5e38 else 0.0
+    payloads: list[Any] = [x.tolist()]
+    if abs(value) < 3.5e38:  # float32 can hold it
+        payloads.append(encode_frames(x))
+    payloads[0][4][9] = value  # JSON floats are checked before the float32 cast
+    for payload in payloads:
+        with pytest.raises(InputError) as err:
+            decode_frames(payload, "audio", AUDIO_DIM)
+        assert err.value.field == "audio"
+        assert "must lie in [-2, 2]" in str(err.value) and "tolerance 0.05" in str(err.value)
+        assert f"audio[4][9] is {shown}" in str(err.value)
+
+
+def test_values_within_the_tolerance_and_every_uint8_level_pass() -> None:
+    x = np.full((5, AUDIO_DIM), 2.05, np.float32)
+    x[1] = -2.05
+    np.testing.assert_array_equal(decode_frames(encode_frames(x), "audio", AUDIO_DIM), x)
+    levels = np.tile(np.arange(256, dtype=np.uint8), (5, 1))[:, :AUDIO_DIM]
+    levels[:, -1] = 255
+    assert decode_frames(encode_frames(levels), "audio", AUDIO_DIM).max() > 2.0
+
+
 def test_frame_limits_are_configurable() -> None:
     q = _frames(8, AUDIO_DIM)
     with pytest.raises(InputError, match="cap of 6"):
@@ -121,7 +148,7 @@ def test_frame_limits_are_configurable() -> None:
 
 
 def test_float32_b64_is_little_endian_raw_bytes() -> None:
-    x = np.arange(5 * AUDIO_DIM, dtype=np.float32).reshape(5, AUDIO_DIM) / 7
+    x = np.arange(5 * AUDIO_DIM, dtype=np.float32).reshape(5, AUDIO_DIM) / 400  # within [-2, 2]
     raw = base64.b64encode(x.astype("<f4").tobytes()).decode()
     out = decode_frames({"b64": raw, "dtype": "float32", "shape": [5, AUDIO_DIM]}, "a", AUDIO_DIM)
     np.testing.assert_array_equal(out, x)

@@ -78,7 +78,12 @@ def test_no_candidates_gives_an_empty_answer(scorer: Scorer, test_videos: list[V
 
 @pytest.mark.slow
 def test_service_scores_equal_ccrl_submit_scores(
-    service_bundle: Path, test_videos: list[Video], client: Any, make_payload: Any, tmp_path: Path
+    service_bundle: Path,
+    test_videos: list[Video],
+    client: Any,
+    make_payload: Any,
+    tmp_path: Path,
+    api_token: str,
 ) -> None:
     """Parity: the service's scores for a video equal the offline ``ccrl submit`` scores for the
     same video and bundle (every rated class, no candidate generation)."""
@@ -100,7 +105,7 @@ def test_service_scores_equal_ccrl_submit_scores(
     served: dict[int, dict[str, float]] = {c: {} for c in rated}
     for v in videos:
         body = make_payload(v, video_id=v.id, classes=rated, max_segments=1000)
-        r = client.post("/localize", json=body)
+        r = client.post("/localize", json=body, headers={"Authorization": f"Bearer {api_token}"})
         assert r.status_code == 200
         for c in r.json()["classes"]:
             for s in c["segments"]:
