@@ -75,7 +75,7 @@ return {0, n + #ARGV - 3}
 """
 _ANNOUNCE = """
 local v = redis.call('INCR', KEYS[1])
-redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[4], '*', 'c', ARGV[1], 'n', ARGV[2],
+redis.call('XADD', KEYS[2], 'MAXLEN', ARGV[4], '*', 'c', ARGV[1], 'n', ARGV[2],
   'e', ARGV[3], 'v', v)
 return v
 """
@@ -191,6 +191,7 @@ class RedisBankStore(BankStore):
         self._stream_v = 0
         self._last_id = "0-0"
         self._next_reconcile = 0.0
+        self.records_read = 0  # records fetched from Redis so far (for tests and benchmarks)
         self._lock = threading.RLock()
         self._stop = threading.Event()
         r = backend.client
@@ -375,6 +376,7 @@ class RedisBankStore(BankStore):
                 self.listener.store_error("bank", "decode")
                 raise StoreUnavailable("bank", "decode", str(e)) from None
             view = apply_record(view, rec, cap)
+            self.records_read += 1
             added += len(rec) if rec.kind == "add" else 0
         return view, added
 
@@ -624,7 +626,6 @@ class RedisBankStore(BankStore):
             self._stream_v = v
             latest[int(f["c"])] = (f["e"], int(f["n"]))
             self._last_id = _s(eid)
-        self._version = max(self._version, self._stream_v)
         if gap:
             self._load()
             return
@@ -635,6 +636,7 @@ class RedisBankStore(BankStore):
         ]
         if stale:
             self._refresh_classes(stale)
+        self._version = max(self._version, self._stream_v)  # after the snapshot has the changes
 
     def close(self) -> None:
         self._stop.set()
