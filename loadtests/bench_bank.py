@@ -104,9 +104,12 @@ def build_shape_bundle(out: Path, num_classes: int, seed: int) -> Path:
         name=out.name,
         candidate_onnx=onnx_path,
         candidate_meta={
-            "input": "frames", "num_classes": num_classes, "embedding_dim": dim,
-            "model": "logistic", "preset": "small",
-        },  # fmt: skip
+            "input": "frames",
+            "num_classes": num_classes,
+            "embedding_dim": dim,
+            "model": "logistic",
+            "preset": "small",
+        },
         booster=booster,
         ccrl_params={"max_sim": True, "rounds": 30},
         bank=ClassBank.empty(num_classes, dim),
@@ -157,7 +160,9 @@ def bench_redis_store(url: str, bank: Any, writes: int, labels: int, seed: int) 
     from service.stores.redis_bank import RedisBankStore
 
     def replica(ns: str) -> Any:
-        return RedisBankStore(RedisBackend(url, namespace=ns, timeout=30.0), bank, poll_interval=1.0)
+        return RedisBankStore(
+            RedisBackend(url, namespace=ns, timeout=30.0), bank, poll_interval=1.0
+        )
 
     t_seed, a = timed(lambda: replica("bench"))
     t_load, b = timed(lambda: replica("bench"))
@@ -210,7 +215,9 @@ def bench_service(
                     body["video_id"] = f"http{i}-{v.id}"
                     c = int(rng.integers(0, num_classes))
                     dt, r = timed(
-                        lambda: ha.post(f"{ua}/classes/{c}/labels", content=encode_json(body), headers=auth)
+                        lambda: ha.post(
+                            f"{ua}/classes/{c}/labels", content=encode_json(body), headers=auth
+                        )
                     )
                     r.raise_for_status()
                     return dt, int(r.json()["bank_version"])
@@ -253,7 +260,9 @@ def _localize(client: Any, url: str, bodies: list[bytes], n: int) -> list[float]
     out = []
     for i in range(n):
         dt, r = timed(
-            lambda i=i: client.post(f"{url}/localize", content=bodies[i % len(bodies)], headers=headers)
+            lambda i=i: client.post(
+                f"{url}/localize", content=bodies[i % len(bodies)], headers=headers
+            )
         )
         r.raise_for_status()
         out.append(dt)
@@ -304,14 +313,26 @@ class PrivateRedis:
 
 
 # ----------------------------------------------------------------------------------- a size
-def bench_size(args: argparse.Namespace, base: Path, n: int, work: Path, srv: PrivateRedis) -> dict[str, Any]:
+def bench_size(
+    args: argparse.Namespace, base: Path, n: int, work: Path, srv: PrivateRedis
+) -> dict[str, Any]:
     """Every measurement at one bank size."""
     from service.bank import ClassBank
 
     num_classes, dim = bundle_shape(base)
     entries = write_entries(work / f"entries-{n}.npz", n, num_classes, dim, args.seed)
     new = work / f"bundle-{n}"
-    cmd = [sys.executable, "-m", "ccrl", "bank", "import", str(base), str(entries), "--out", str(new)]
+    cmd = [
+        sys.executable,
+        "-m",
+        "ccrl",
+        "bank",
+        "import",
+        str(base),
+        str(entries),
+        "--out",
+        str(new),
+    ]
     t_import, proc = timed(lambda: subprocess.run(cmd, capture_output=True, text=True))
     if proc.returncode != 0:
         raise SystemExit(f"error: ccrl bank import failed:\n{proc.stderr[-3000:]}")
@@ -328,7 +349,10 @@ def bench_size(args: argparse.Namespace, base: Path, n: int, work: Path, srv: Pr
     r["redis_mb_per_1k"] = r["redis_bytes"] / max(n, 1) * 1000 / 1e6
     r["store_seed_s"], r["store_load_s"] = st["seed_s"], st["load_s"]
     r["store_write_p50_ms"], r["store_write_p99_ms"] = pct(st["write"], 50), pct(st["write"], 99)
-    r["store_visible_p50_ms"], r["store_visible_p99_ms"] = pct(st["visible"], 50), pct(st["visible"], 99)
+    r["store_visible_p50_ms"], r["store_visible_p99_ms"] = (
+        pct(st["visible"], 50),
+        pct(st["visible"], 99),
+    )
     del bank
     if not args.no_service:
         srv.flush()

@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from service.bank_state import ClassBank
+from service.bank import ClassBank
 from service.bundle import MANIFEST, load_bundle, read_manifest, sha256_file
 from service.yt8m import SEGMENT_FRAMES
 
@@ -33,7 +33,7 @@ ENTRY_ARRAYS = ("embeddings", "classes", "labels", "videos", "starts")
 MANIFEST_HASH = "manifest.sha256"
 
 
-class ImportError_(ValueError):
+class EntriesError(ValueError):
     """Entries that cannot become a bank (names the file and the array)."""
 
 
@@ -55,20 +55,20 @@ def read_entries(path: Path, *, num_classes: int, dim: int) -> dict[str, np.ndar
         with np.load(path, allow_pickle=False) as z:
             missing = [n for n in ENTRY_ARRAYS if n not in z.files]
             if missing:
-                raise ImportError_(f"{path}: missing arrays {missing} (has {sorted(z.files)})")
+                raise EntriesError(f"{path}: missing arrays {missing} (has {sorted(z.files)})")
             raw = {}
             for name in ENTRY_ARRAYS:
                 try:
                     raw[name] = z[name]
                 except ValueError as exc:  # an object array: pickled, refused
-                    raise ImportError_(
+                    raise EntriesError(
                         f"{path}: array {name} is an object array ({exc}); save it as a plain "
                         "numeric or str array"
                     ) from None
-    except ImportError_:
+    except EntriesError:
         raise
     except (OSError, ValueError) as exc:
-        raise ImportError_(f"{path}: not a readable .npz file ({exc})") from None
+        raise EntriesError(f"{path}: not a readable .npz file ({exc})") from None
     return check_entries(raw, str(path), num_classes=num_classes, dim=dim)
 
 
@@ -77,8 +77,8 @@ def check_entries(
 ) -> dict[str, np.ndarray]:
     """Check dtypes, shapes and values; returns the arrays in their bank dtypes."""
 
-    def fail(name: str, msg: str) -> ImportError_:
-        return ImportError_(f"{where}: array {name} {msg}")
+    def fail(name: str, msg: str) -> EntriesError:
+        return EntriesError(f"{where}: array {name} {msg}")
 
     emb = raw["embeddings"]
     if emb.dtype.kind != "f" or emb.ndim != 2:
@@ -118,11 +118,14 @@ def check_entries(
     }
 
 
-def _check_unique(classes: npt.NDArray[np.int64], videos: np.ndarray, starts: np.ndarray, where: str) -> None:
+def _check_unique(
+    classes: npt.NDArray[np.int64], videos: np.ndarray, starts: np.ndarray, where: str
+) -> None:
+    """Each (class, video, start) once; the error names the first repeated entry."""
     seen: set[tuple[int, str, int]] = set()
     for i, key in enumerate(zip(classes.tolist(), videos.tolist(), starts.tolist(), strict=True)):
         if key in seen:
-            raise ImportError_(
+            raise EntriesError(
                 f"{where}: arrays classes/videos/starts: entry {i} repeats class {key[0]}, video "
                 f"{key[1]!r}, start {key[2]} (each labelled segment once)"
             )
@@ -135,10 +138,19 @@ def import_bank(bundle: Path, entries: Path, out: Path) -> ImportResult:
     src = load_bundle(bundle, verify=True)
     dim = int(src.manifest.candidate.get("embedding_dim", src.bank.dim))
     arrays = read_entries(entries, num_classes=src.num_classes, dim=dim)
-    bank = ClassBank.from_entries(**arrays, num_classes=src.num_classes, scan_cap=src.bank.scan_cap)  # type: ignore[arg-type]
-    if out.exists() and any(out.iterdir()):
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise FileExistsError(f"{out}: already exists and is not empty (choose a new folder)")
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}-", dir=out.parent if out.parent.exists() else None))
+    bank = ClassBank.from_entries(
+        arrays["embeddings"],
+        arrays["classes"],
+        arrays["labels"],
+        arrays["videos"],
+        arrays["starts"],
+        num_classes=src.num_classes,
+        scan_cap=src.bank.scan_cap,
+    )
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}-", dir=out.parent))
     try:
         shutil.copytree(bundle, tmp, dirs_exist_ok=True)
         rel = src.manifest.bank["file"]
@@ -146,7 +158,6 @@ def import_bank(bundle: Path, entries: Path, out: Path) -> ImportResult:
         version = _rewrite_manifest(tmp, rel, bank, entries)
         if out.exists():
             out.rmdir()
-        out.parent.mkdir(parents=True, exist_ok=True)
         os.replace(tmp, out)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -174,9 +185,7 @@ def _rewrite_manifest(root: Path, bank_rel: str, bank: ClassBank, entries: Path)
         "negatives": int(bank.neg_count.sum()),
         "imported_from": entries.name,
     }
-    manifest["files"] = {
-        rel: sha256_file(root / rel) for rel in sorted(manifest.get("files", {}))
-    }
+    manifest["files"] = {rel: sha256_file(root / rel) for rel in sorted(manifest.get("files", {}))}
     manifest["files"][bank_rel] = bank_sha
     text = json.dumps(manifest, indent=2) + "\n"
     mpath.write_text(text, encoding="utf-8")

@@ -40,8 +40,11 @@ from typing import Any
 
 import numpy as np
 import redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 
 from service import bank_class as bc
+from service.bank import ClassBank, NotInBank, unit_rows
 from service.bank_records import (
     MAX_RECORD_BYTES,
     Record,
@@ -50,10 +53,10 @@ from service.bank_records import (
     del_record,
     rows_per_record,
 )
-from service.bank_state import ClassBank, NotInBank, unit_rows
 from service.stores.base import (
     BankStore,
     LabelBatch,
+    RemoveResult,
     StoreHealth,
     StoreListener,
     StoreUnavailable,
@@ -144,16 +147,6 @@ class ClassSync:
     stored: int
 
 
-@dataclass(frozen=True)
-class RemoveResult:
-    """What a removal took out: the labels (1/0) of the removed starts, and the class's counts."""
-
-    version: int
-    labels: list[int]
-    positive: int
-    negative: int
-
-
 def _s(x: Any) -> str:
     return x.decode() if isinstance(x, bytes) else str(x)
 
@@ -174,6 +167,7 @@ class RedisBankStore(BankStore):
         reconcile_interval: float = 60.0,
         listener: StoreListener | None = None,
         background: bool = True,
+        bulk_timeout: float = 30.0,
     ) -> None:
         self.backend = backend
         self.keys = BankKeys(backend.base)
@@ -194,6 +188,13 @@ class RedisBankStore(BankStore):
         self.records_read = 0  # records fetched from Redis so far (for tests and benchmarks)
         self._lock = threading.RLock()
         self._stop = threading.Event()
+        # seeding and loading move megabytes per call: a client with a longer socket timeout
+        self._bulk = redis.Redis.from_url(
+            backend.url,
+            socket_timeout=max(bulk_timeout, backend.timeout),
+            socket_connect_timeout=backend.timeout,
+            retry=Retry(NoBackoff(), 0),
+        )
         r = backend.client
         self._append = r.register_script(_APPEND)
         self._announce = r.register_script(_ANNOUNCE)
@@ -226,6 +227,10 @@ class RedisBankStore(BankStore):
 
     def _call(self, op: str, fn: Callable[[redis.Redis], Any]) -> Any:
         return self.backend.call("bank", op, fn)
+
+    def _bulk_call(self, op: str, fn: Callable[[redis.Redis], Any]) -> Any:
+        """Like :meth:`_call` (the same up/down state) on the long-timeout client."""
+        return self.backend.call("bank", op, lambda _r: fn(self._bulk))
 
     # -------------------------------------------------------------- loading
     def _pristine_sync(self, rows: int) -> list[ClassSync]:
@@ -268,12 +273,21 @@ class RedisBankStore(BankStore):
         return meta, last, version, states
 
     def _apply_remote(
-        self, meta: dict[str, str], last: str, version: int, states: list[tuple[str, str, int]]
+        self,
+        meta: dict[str, str],
+        last: str,
+        version: int,
+        states: list[tuple[str, str, int]],
+        *,
+        fresh: bool = True,
     ) -> None:
-        """Fetch what the classes' logs hold beyond the local copy (caller holds the lock)."""
+        """Fetch what the classes' logs hold beyond the local copy (caller holds the lock).
+        ``fresh=False``: ``states`` were read without the lock, so a class the local copy holds
+        more of was written since (by this replica) and is left as it is."""
         if meta["seed"] != self._seed:
             self._sync = self._pristine_sync(int(meta["rows"]))
-        self._fetch({c: (e, n) for c, (_, e, n) in enumerate(states)})
+            fresh = True
+        self._fetch({c: (e, n) for c, (_, e, n) in enumerate(states)}, fresh=fresh)
         self._seed = meta["seed"]
         self._rows = int(meta["rows"])
         self._last_id, self._version, self._stream_v = last, version, version
@@ -301,15 +315,17 @@ class RedisBankStore(BankStore):
                     )
                 return pipe.execute()
 
-            out.extend((_s(s), _s(e), int(n)) for s, e, n, _ in self._call("load", read))
+            out.extend((_s(s), _s(e), int(n)) for s, e, n, _ in self._bulk_call("load", read))
         return out
 
-    def _fetch(self, remote: dict[int, tuple[str, int]]) -> None:
+    def _fetch(self, remote: dict[int, tuple[str, int]], *, fresh: bool = True) -> None:
         """Apply to the local copy what each class's log holds beyond it (remote: c -> (epoch,
         record count)): the new records when the epoch is the same, else the whole log."""
         todo: dict[int, int] = {}
         for c, (epoch, n) in remote.items():
             st = self._sync[c]
+            if not fresh and st.epoch == epoch and st.records > n:
+                continue  # written here after ``remote`` was read
             if st.epoch == epoch and 0 <= st.records <= n:
                 if st.records < n:
                     todo[c] = st.records
@@ -359,7 +375,7 @@ class RedisBankStore(BankStore):
             return pipe.execute()
 
         out = {}
-        for c, (_, epoch, n, recs) in zip(classes, self._call("refresh", read), strict=True):
+        for c, (_, epoch, n, recs) in zip(classes, self._bulk_call("refresh", read), strict=True):
             out[c] = (_s(epoch), int(n), list(recs))
         return out
 
@@ -394,6 +410,7 @@ class RedisBankStore(BankStore):
         self._seed, self._sync = token, sync
         self._version = self._stream_v = 0
         self._last_id = "0-0"
+        self._next_reconcile = time.monotonic() + self.reconcile_interval
 
     def _write_seed(self, token: str) -> list[ClassSync]:
         """Every class's records, in pipelines of about PIPELINE_BYTES, then the bank's meta."""
@@ -429,10 +446,10 @@ class RedisBankStore(BankStore):
                 else:
                     getattr(pipe, name)(*args)
             pipe.execute()
-            if not self._renew(keys=[self.keys.lock], args=[token, 30_000]):
+            if not self._renew(keys=[self.keys.lock], args=[token, 30_000], client=r):
                 raise redis.RedisError("lost the seeding lock")
 
-        self._call("seed", run)
+        self._bulk_call("seed", run)
 
     # -------------------------------------------------------------- writes
     def _ensure_loaded(self) -> None:
@@ -494,13 +511,13 @@ class RedisBankStore(BankStore):
         records = add_records(emb, batch.labels, batch.starts, vids, rows=self._rows)
         with self._lock:
             st = self._cas_append(c, records)
-            view, _ = self._bank.put_view(
+            view, replaced = self._bank.put_view(
                 c, emb, np.asarray(batch.labels, np.int8), np.asarray(batch.starts, np.int64), vids
             )
             self._bank = self._bank.with_views({c: view})
             version = self._after_write(c, st, len(records), n)
             bank = self._bank
-        return WriteResult(version, int(bank.pos_count[c]), int(bank.neg_count[c]))
+        return WriteResult(version, int(bank.pos_count[c]), int(bank.neg_count[c]), replaced)
 
     def remove(self, class_id: int, video_id: str, starts: Sequence[int]) -> RemoveResult:
         """Remove labelled segments of one video from one class; NotInBank (nothing removed) when
@@ -558,7 +575,7 @@ class RedisBankStore(BankStore):
                 pipe.pexpire(staging, 60_000)
                 pipe.execute()
 
-            self._call("compact", stage)
+            self._bulk_call("compact", stage)
         n = self._call(
             "compact",
             lambda r: self._switch(
@@ -599,7 +616,7 @@ class RedisBankStore(BankStore):
                 if remote is None:
                     self._load()
                 else:
-                    self._apply_remote(*remote)
+                    self._apply_remote(*remote, fresh=False)
             return
         got = block.xread(
             {self.keys.changes: self._last_id}, count=256, block=int(self.poll_interval * 1000)
@@ -642,6 +659,7 @@ class RedisBankStore(BankStore):
         self._stop.set()
         if self._thread is not None:
             self._thread.join(timeout=self.poll_interval + 6.0)
+        self._bulk.close()
         self.backend.close()
 
 

@@ -110,7 +110,11 @@ def test_two_replicas_share_the_bank_and_the_index(
         segs = [{"start": 0, "label": 1}, {"start": 5, "label": 1}, {"start": 10, "label": 0}]
         r = a.post(f"/classes/{c}/labels", json=_labels(v, segs), headers=auth)
         assert r.status_code == 201 and r.json()["bank_version"] == 1
-        # replica b sees the new bank at once: counts and scores
+        # replica b's background thread applies the write within milliseconds: counts and scores
+        deadline = time.monotonic() + 10
+        while b.get("/readyz").json()["bank_version"] < 1:
+            assert time.monotonic() < deadline, "replica b never saw the write"
+            time.sleep(0.01)
         assert b.get("/classes").json()["classes"][c]["bank"] == {
             "positive": bank_before["positive"] + 2,
             "negative": bank_before["negative"] + 1,

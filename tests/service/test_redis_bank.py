@@ -19,8 +19,8 @@ import numpy as np
 import pytest
 import redis
 
+from service.bank import ClassBank, NotInBank
 from service.bank_records import decode_record
-from service.bank_state import ClassBank, NotInBank
 from service.stores.base import LabelBatch, StoreUnavailable
 from service.stores.redis import RedisBackend
 from service.stores.redis_bank import RedisBankStore

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from service import bank_class as bc
-from service.bank_state import ClassBank, unit_rows
+from service.bank import ClassBank, unit_rows
 
 C, D = 6, 8
 
