@@ -34,7 +34,7 @@ F64 = npt.NDArray[np.float64]
 I64 = npt.NDArray[np.int64]
 I8 = npt.NDArray[np.int8]
 
-MAX_SIM_CAP = 16
+MAX_SIM_CAP = 8
 """Default entries per (class, label) that the max-cosine features scan (exact below it)."""
 
 ARRAYS = (
@@ -268,29 +268,33 @@ class ClassBank:
 
     def max_cosine(self, u: F32, classes: I64, video_id: str | None) -> tuple[F32, F32]:
         """Max cosine of each unit segment row of ``u`` (float32 [S, D]) to the scanned positives /
-        negatives of each class from other videos: two float32 [K, S] (NaN where none)."""
+        negatives of each class from other videos: two float32 [K, S] (NaN where none).
+
+        One matrix product with the K classes' scan samples (at most ``2 K scan_cap`` rows), then
+        a max over each (class, label) group padded to the longest group: O(K cap (D + S))."""
         views = [self._views[c] for c in classes.tolist()]
         k, s = len(views), u.shape[0]
-        out = np.full((2 * k, s), np.nan, dtype=np.float32)
         lengths = np.asarray(
             [[len(v.sample_pos), len(v.sample_neg)] for v in views], np.int64
-        ).reshape(-1)
+        ).reshape(-1)  # [2K]: pos, neg of each class
         total = int(lengths.sum())
         if total == 0 or s == 0:
+            out = np.full((2 * k, s), np.nan, dtype=np.float32)
             return out[0::2], out[1::2]
-        sims = u @ np.concatenate([v.scan for v in views]).T  # [S, total]
+        sims = np.empty((total + 1, s), np.float32)  # [T + 1, S]; the last row pads the groups
+        np.matmul(np.concatenate([v.scan for v in views]), u.T, out=sims[:total])
+        sims[total] = -np.inf
         starts = np.cumsum(lengths) - lengths
         if video_id is not None:
             for i, v in enumerate(views):
                 own = v.video_rows(video_id)
                 if own.size:
-                    hit = np.flatnonzero(np.isin(v.scan_rows, own))
-                    sims[:, starts[2 * i] + hit] = -np.inf
-        nonempty = lengths > 0
-        red = np.maximum.reduceat(sims, starts[nonempty], axis=1)  # [S, nonempty groups]
+                    sims[starts[2 * i] + np.flatnonzero(np.isin(v.scan_rows, own))] = -np.inf
+        at = np.arange(int(lengths.max()))
+        idx = np.where(at[None, :] < lengths[:, None], starts[:, None] + at[None, :], total)
+        red = sims[idx].max(axis=1)  # [2K, S]
         red[~np.isfinite(red)] = np.nan
-        out[nonempty] = red.T
-        return out[0::2], out[1::2]
+        return red[0::2], red[1::2]
 
     # ------------------------------------------------------------------ flat arrays
     def _flat(self) -> dict[str, np.ndarray]:
