@@ -38,7 +38,7 @@ def brute_sims(u: np.ndarray, bank: ClassBank, cls: np.ndarray, video: str) -> n
 
 
 def synthetic_bank(n: int, c: int, d: int, seed: int) -> ClassBank:
-    """N random labelled entries over C classes, about 5 per video (float32 [N, D] made in blocks)."""
+    """N random labelled entries over C classes, 5 per video (float32 [N, D], made in blocks)."""
     rng = np.random.default_rng(seed)
     emb = np.empty((n, d), np.float32)
     for i in range(0, n, 100_000):
