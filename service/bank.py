@@ -270,26 +270,30 @@ class ClassBank:
         """Max cosine of each unit segment row of ``u`` (float32 [S, D]) to the scanned positives /
         negatives of each class from other videos: two float32 [K, S] (NaN where none).
 
-        One matrix product with the K classes' scan samples (at most ``2 K scan_cap`` rows), then
-        a max over each (class, label) group padded to the longest group: O(K cap (D + S))."""
-        views = [self._views[c] for c in classes.tolist()]
-        k, s = len(views), u.shape[0]
-        lengths = np.asarray(
-            [[len(v.sample_pos), len(v.sample_neg)] for v in views], np.int64
-        ).reshape(-1)  # [2K]: pos, neg of each class
+        A class scans its ``scan_cap`` smallest-hash positives and negatives of other videos
+        (:mod:`service.bank_sample`): one matrix product over at most ``2 K scan_cap`` rows, then
+        a max over each (class, label) group padded to the longest: O(K cap (D + S))."""
+        k, s = len(classes), u.shape[0]
+        parts: list[F32] = []
+        lengths = np.zeros(2 * k, np.int64)  # pos, neg of each class
+        for i, c in enumerate(classes.tolist()):
+            v = self._views[c]
+            own = v.video_rows(video_id)
+            if own.size and np.isin(v.scan_rows, own).any():
+                pos, neg = bc.scan_without(v, own, self.scan_cap)
+                parts += [pos, neg]
+                lengths[2 * i : 2 * i + 2] = len(pos), len(neg)
+            else:
+                parts.append(v.scan)
+                lengths[2 * i : 2 * i + 2] = v.head_pos, len(v.scan) - v.head_pos
         total = int(lengths.sum())
         if total == 0 or s == 0:
             out = np.full((2 * k, s), np.nan, dtype=np.float32)
             return out[0::2], out[1::2]
         sims = np.empty((total + 1, s), np.float32)  # [T + 1, S]; the last row pads the groups
-        np.matmul(np.concatenate([v.scan for v in views]), u.T, out=sims[:total])
+        np.matmul(np.concatenate(parts), u.T, out=sims[:total])
         sims[total] = -np.inf
         starts = np.cumsum(lengths) - lengths
-        if video_id is not None:
-            for i, v in enumerate(views):
-                own = v.video_rows(video_id)
-                if own.size:
-                    sims[starts[2 * i] + np.flatnonzero(np.isin(v.scan_rows, own))] = -np.inf
         at = np.arange(int(lengths.max()))
         idx = np.where(at[None, :] < lengths[:, None], starts[:, None] + at[None, :], total)
         red = sims[idx].max(axis=1)  # [2K, S]

@@ -14,10 +14,11 @@ sample (m = the scan cap), plus O(n) dict work; growing the metadata arrays copi
 and then (amortized O(1) per row, no D factor). When dead rows outnumber live ones (plus a slack)
 the generation is rewritten with the live rows only: O(n_c D), paid for by the removals.
 
-The scan sample: the max-cosine features scan at most ``cap`` positive and ``cap`` negative entries
-per class, the ones whose key hash (of video id and start) is smallest: a deterministic uniform
-sample that does not depend on the order labels arrived in. Below the cap every entry is scanned,
-so the feature is exact there.
+The scan sample (:mod:`service.bank_sample`): the max-cosine features scan at most ``cap``
+positive and ``cap`` negative entries per class, the ones of other videos whose key hash (of video
+id and start) is smallest: a deterministic uniform sample that does not depend on the order labels
+arrived in nor on the scored video's own labels. Below the cap every entry is scanned, so the
+feature is exact there. A view keeps the sample's row indices and the embeddings of its head.
 """
 
 from __future__ import annotations
@@ -29,6 +30,8 @@ from dataclasses import dataclass
 
 import numpy as np
 import numpy.typing as npt
+
+from service import bank_sample as bs
 
 F32 = npt.NDArray[np.float32]
 F64 = npt.NDArray[np.float64]
@@ -173,9 +176,12 @@ class ClassView:
         pos_n: live positives.
         neg_n: live negatives.
         dead: dead rows among the first ``n``.
-        sample_pos: int64 [<= cap], rows of the positives scanned for the max cosine.
-        sample_neg: int64 [<= cap], the same for the negatives.
-        scan: float32 [len(sample_pos) + len(sample_neg), D], their embeddings (positives first).
+        sample_pos: int64 [<= keep], the live positives with the smallest key hashes, in hash
+            order (:mod:`service.bank_sample`); all of them when there are fewer than ``keep``.
+        sample_neg: int64 [<= keep], the same for the negatives.
+        head_pos: positives in :attr:`scan` (``min(cap, len(sample_pos))``).
+        scan: float32 [head_pos + head_neg, D], the embeddings of the first ``cap`` of each sample
+            (positives first): what the max cosine scans for a video with no entry among them.
     """
 
     rows: _Rows | None
@@ -188,6 +194,7 @@ class ClassView:
     dead: int
     sample_pos: I64
     sample_neg: I64
+    head_pos: int
     scan: F32
 
     @property
@@ -197,7 +204,8 @@ class ClassView:
     @property
     def scan_rows(self) -> I64:
         """int64 [len(scan)]: the rows of :attr:`scan`, positives first."""
-        return np.concatenate([self.sample_pos, self.sample_neg])
+        head_neg = len(self.scan) - self.head_pos
+        return np.concatenate([self.sample_pos[: self.head_pos], self.sample_neg[:head_neg]])
 
     def live_rows(self) -> I64:
         """int64 [live]: the live rows, in row order."""
@@ -235,64 +243,87 @@ def empty_view(dim: int) -> ClassView:
     z = np.zeros(dim, np.float64)
     z.setflags(write=False)
     return ClassView(
-        None, 0, 0, z, z, 0, 0, 0, _EMPTY_ROWS, _EMPTY_ROWS, np.zeros((0, dim), np.float32)
+        None, 0, 0, z, z, 0, 0, 0, _EMPTY_ROWS, _EMPTY_ROWS, 0, np.zeros((0, dim), np.float32)
     )
 
 
 def build_view(
     emb: F32, label: I8, start: I64, videos: Sequence[str], hashes: U64, cap: int
 ) -> ClassView:
-    """A class from its entries (unit rows float32 [n, D], keys unique): O(n D), no copy of emb."""
+    """A class from its entries (unit rows float32 [n, D], keys unique): O(n D).
+
+    The rows are laid out head first (the positives' then the negatives' scan head, by hash; then
+    the rest in their order), so the scan is a view of the rows, not a copy. Entries already in
+    that order (a bank written by :meth:`ClassBank.save`) are not copied."""
     dim = int(emb.shape[1])
     if not len(label):
         return empty_view(dim)
+    head = bs.head_first(hashes, label, cap)
+    if not np.array_equal(head, np.arange(len(head))):
+        rest = np.setdiff1d(np.arange(len(label)), head, assume_unique=True)
+        perm = np.concatenate([head, rest])
+        emb, label, start, hashes = emb[perm], label[perm], start[perm], hashes[perm]
+        videos = [videos[i] for i in perm.tolist()]
+    emb = np.ascontiguousarray(emb, np.float32)
     rows = _Rows(dim)
-    rows.append(np.ascontiguousarray(emb, np.float32), label, start, videos, hashes, own=True)
+    rows.append(emb, label, start, videos, hashes, own=True)
     by_video: dict[str, list[int]] = {}
     for r, v in enumerate(videos):
         by_video.setdefault(v, []).append(r)
     rows.by_video = {v: tuple(rs) for v, rs in by_video.items()}
     pos = label == 1
-    pos_sum = emb[pos].sum(axis=0, dtype=np.float64) if pos.any() else np.zeros(dim)
-    neg_sum = emb[~pos].sum(axis=0, dtype=np.float64) if (~pos).any() else np.zeros(dim)
-    view = ClassView(
-        rows, rows.n, 0, pos_sum, neg_sum, int(pos.sum()), int((~pos).sum()), 0,
-        _EMPTY_ROWS, _EMPTY_ROWS, np.zeros((0, dim), np.float32),
+    n_pos = int(pos.sum())
+    keep = bs.keep_of(cap)
+    sp = bs.bottom(hashes, np.flatnonzero(pos), keep)
+    sn = bs.bottom(hashes, np.flatnonzero(~pos), keep)
+    hp = min(cap, len(sp))
+    return ClassView(
+        rows, rows.n, 0,
+        emb[pos].sum(axis=0, dtype=np.float64) if n_pos else np.zeros(dim),
+        emb[~pos].sum(axis=0, dtype=np.float64) if n_pos < len(label) else np.zeros(dim),
+        n_pos, len(label) - n_pos, 0, sp, sn, hp, emb[: hp + min(cap, len(sn))],
     )  # fmt: skip
-    return _with_sample(view, cap, rebuild=(True, True), new_rows=_EMPTY_ROWS)
-
-
-def _bottom(rows: _Rows, cand: I64, cap: int) -> I64:
-    """The ``cap`` rows of ``cand`` with the smallest key hash, sorted by hash."""
-    if len(cand) > cap:
-        part = np.argpartition(rows.hash[cand], cap - 1)[:cap]
-        cand = cand[part]
-    return cand[np.argsort(rows.hash[cand], kind="stable")].astype(np.int64)
 
 
 def _with_sample(
     view: ClassView, cap: int, *, rebuild: tuple[bool, bool], new_rows: I64
 ) -> ClassView:
-    """``view`` with its scan sample updated: groups in ``rebuild`` (pos, neg) from all live rows,
-    the others by merging ``new_rows`` into the current sample (O(cap + n))."""
+    """``view`` with its scan sample updated: groups in ``rebuild`` (pos, neg) from all live rows
+    (O(n_c), only when a kept row died), the others by merging ``new_rows`` (O(keep + n))."""
     rows = view.rows
     if rows is None or cap <= 0:
         return view
+    keep = bs.keep_of(cap)
     samples = []
     for label, full, old in ((1, rebuild[0], view.sample_pos), (0, rebuild[1], view.sample_neg)):
         if full:
-            live = np.flatnonzero(
-                rows.alive(view.n, view.version) & (rows.label[: view.n] == label)
-            )
-            samples.append(_bottom(rows, live.astype(np.int64), cap))
+            live = rows.alive(view.n, view.version) & (rows.label[: view.n] == label)
+            samples.append(bs.bottom(rows.hash, np.flatnonzero(live), keep))
         else:
-            add = new_rows[rows.label[new_rows] == label]
-            samples.append(_bottom(rows, np.concatenate([old, add]), cap) if add.size else old)
+            samples.append(bs.merge(rows.hash, old, new_rows[rows.label[new_rows] == label], keep))
     sp, sn = samples
     if sp is view.sample_pos and sn is view.sample_neg:
         return view
-    scan = rows.emb_rows(np.concatenate([sp, sn]))
-    return _replace(view, sample_pos=sp, sample_neg=sn, scan=scan)
+    hp = min(cap, len(sp))
+    head = np.concatenate([sp[:hp], sn[:cap]])
+    if np.array_equal(head, view.scan_rows):
+        return _replace(view, sample_pos=sp, sample_neg=sn)
+    return _replace(view, sample_pos=sp, sample_neg=sn, head_pos=hp, scan=rows.emb_rows(head))
+
+
+def scan_without(view: ClassView, own: I64, cap: int) -> tuple[F32, F32]:
+    """The embeddings a video with live rows ``own`` in this class scans: its ``cap`` smallest-hash
+    positives and negatives of other videos: (float32 [<= cap, D], float32 [<= cap, D])."""
+    rows = view.rows
+    assert rows is not None
+    out = []
+    for label, sample in ((1, view.sample_pos), (0, view.sample_neg)):
+        kept, exact = bs.without_own(rows.hash, sample, own, cap)
+        if not exact:  # the video has more entries of this label than the reserve: search all
+            live = rows.alive(view.n, view.version) & (rows.label[: view.n] == label)
+            kept, _ = bs.without_own(rows.hash, sample, own, cap, np.flatnonzero(live))
+        out.append(rows.emb_rows(kept))
+    return out[0], out[1]
 
 
 def _replace(view: ClassView, **kw: object) -> ClassView:
@@ -384,7 +415,7 @@ def _account(view: ClassView, version: int, n: int, added: I64, killed: I64) -> 
 
 
 def _sample_hit(view: ClassView, killed: I64) -> tuple[bool, bool]:
-    """Whether a killed row was in the positive / negative scan sample."""
+    """Whether a killed row was among the kept positive / negative sample indices."""
     if not killed.size:
         return (False, False)
     return (

@@ -171,8 +171,8 @@ def test_max_cosine_with_the_cap_hit_scans_a_fixed_sample_whatever_the_order() -
         np.testing.assert_allclose(x, y, atol=1e-6)
     for c in range(C):
         view = a.view(c)
-        assert len(view.sample_pos) <= cap and len(view.sample_neg) <= cap
-        assert view.scan.shape == (len(view.sample_pos) + len(view.sample_neg), D)
+        head = min(cap, len(view.sample_pos)) + min(cap, len(view.sample_neg))
+        assert view.scan.shape == (head, D) and view.head_pos <= cap
     # the sample follows writes: a new entry whose key hashes lowest enters it at once
     c = 0
     lowest = min(range(2000), key=lambda s: int(bc.key_hashes([bc.video_hash("z")], [s * 5])[0]))
@@ -184,7 +184,7 @@ def test_max_cosine_with_the_cap_hit_scans_a_fixed_sample_whatever_the_order() -
 def test_save_and_load_round_trip_and_reject_inconsistent_files(tmp_path: Path) -> None:
     bank = make()
     path = bank.save(tmp_path / "bank.npz")
-    again = ClassBank.load(path)
+    again = ClassBank.load(path, scan_cap=bank.scan_cap)  # the same cap: the same row order
     for name, arr in bank.arrays().items():
         np.testing.assert_array_equal(getattr(again, name), arr)
     # an older file: entries in any order (not class-major) load the same bank
@@ -212,3 +212,61 @@ def test_an_empty_bank_scores_and_grows() -> None:
     assert np.isnan(pmax).all() and np.isnan(nmax).all()
     grown = bank.add(np.ones((1, D)), [2], [1], ["a"], [0])
     assert grown.pos_count.tolist() == [0, 0, 1, 0, 0, 0] and len(bank) == 0
+
+
+def sampled_max(bank: ClassBank, u: np.ndarray, c: int, label: int, video: str) -> np.ndarray:
+    """Brute force of the capped max: the cap smallest-hash entries of other videos."""
+    sel = np.flatnonzero(
+        (bank.emb_class == c) & (bank.emb_label == label) & (bank.emb_video != video)
+    )
+    if not sel.size:
+        return np.full(u.shape[0], np.nan, np.float32)
+    h = np.asarray(
+        [
+            int(bc.key_hashes([bc.video_hash(str(bank.emb_video[i]))], [bank.emb_start[i]])[0])
+            for i in sel
+        ],
+        dtype=np.uint64,
+    )
+    pick = sel[np.argsort(h, kind="stable")[: bank.scan_cap]]
+    return (u @ bank.emb[pick].T).max(axis=1)
+
+
+def test_the_capped_max_never_depends_on_the_videos_own_labels() -> None:
+    """With the cap hit, a video's max-cosine features are the max over the cap smallest-hash
+    entries of *other* videos: flipping or dropping its own labels changes nothing for it."""
+    rng = np.random.default_rng(7)
+    n = 400
+    videos = np.asarray([f"v{i % 40}" for i in range(n)])
+    videos[:30] = "big"  # a video with 30 entries of class 0: more than the top-up reserve
+    raw = {
+        "embeddings": rng.normal(size=(n, D)),
+        "classes": np.where(np.arange(n) < 40, 0, rng.integers(1, 3, n)),
+        "labels": np.where(np.arange(n) < 30, 1, rng.integers(0, 2, n)),
+        "videos": videos,
+        "starts": np.arange(n) * 5,
+    }
+    cap = 4
+    bank = ClassBank.from_entries(**raw, num_classes=C, scan_cap=cap)  # type: ignore[arg-type]
+    view = bank.view(0)
+    assert view.rows is not None
+    kept_big = sum(view.rows.video[r] == "big" for r in view.sample_pos.tolist())
+    assert kept_big > len(view.sample_pos) - cap  # "big" needs the search of the whole group
+    u = unit_rows(rng.normal(size=(6, D)))
+    cls = np.asarray([0, 1, 2], np.int64)
+    for video in ("big", "v3", "v31"):
+        pmax, nmax = bank.max_cosine(u, cls, video)
+        flipped = bank.add(
+            bank.emb[bank.emb_video == video],
+            bank.emb_class[bank.emb_video == video],
+            1 - bank.emb_label[bank.emb_video == video],
+            [video] * int((bank.emb_video == video).sum()),
+            bank.emb_start[bank.emb_video == video],
+        )
+        for other in (flipped, bank.without_video(video)):
+            p2, n2 = other.max_cosine(u, cls, video)
+            np.testing.assert_allclose(p2, pmax, atol=1e-6)
+            np.testing.assert_allclose(n2, nmax, atol=1e-6)
+        for k, c in enumerate(cls.tolist()):
+            np.testing.assert_allclose(pmax[k], sampled_max(bank, u, c, 1, video), atol=1e-5)
+            np.testing.assert_allclose(nmax[k], sampled_max(bank, u, c, 0, video), atol=1e-5)
