@@ -361,6 +361,7 @@ def bench_size(
         r["http_write_p50_ms"], r["http_write_p99_ms"] = pct(sv["write"], 50), pct(sv["write"], 99)
         r["http_visible_p50_ms"] = pct(sv["visible"], 50)
         r["http_visible_p99_ms"] = pct(sv["visible"], 99)
+        r["localize_p50_idle_ms"] = pct(sv["localize_idle"], 50)
         r["localize_p99_idle_ms"] = pct(sv["localize_idle"], 99)
         r["localize_p99_writes_ms"] = pct(sv["localize_writes"], 99)
         r["localize_writes_over_idle"] = r["localize_p99_writes_ms"] / r["localize_p99_idle_ms"]
@@ -382,6 +383,7 @@ ROWS = (
     ("http_write_p50_ms", "POST labels p50, HTTP (ms)"),
     ("http_write_p99_ms", "POST labels p99, HTTP (ms)"),
     ("http_visible_p99_ms", "other replica sees it, p99, HTTP (ms)"),
+    ("localize_p50_idle_ms", "/localize p50, no writes (ms)"),
     ("localize_p99_idle_ms", "/localize p99, no writes (ms)"),
     ("localize_p99_writes_ms", "/localize p99, during writes (ms)"),
     ("redis_mb_per_1k", "Redis memory per 1,000 entries (MB)"),

@@ -133,7 +133,8 @@ class _Rows:
                 cap = self._capacity()
                 if cap == self.n + done:
                     self.block_starts.append(cap)
-                    self.blocks.append(np.zeros((max(BLOCK_ROWS, 1), self.dim), np.float32))
+                    # np.empty: rows past n are never read
+                    self.blocks.append(np.empty((BLOCK_ROWS, self.dim), np.float32))
                 blk, off = self.blocks[-1], self.n + done - self.block_starts[-1]
                 take = min(n - done, len(blk) - off)
                 blk[off : off + take] = emb[done : done + take]
@@ -286,7 +287,12 @@ def build_view(
 
 
 def _with_sample(
-    view: ClassView, cap: int, *, rebuild: tuple[bool, bool], new_rows: I64
+    view: ClassView,
+    cap: int,
+    *,
+    rebuild: tuple[bool, bool],
+    new_rows: I64,
+    new_emb: F32 | None = None,
 ) -> ClassView:
     """``view`` with its scan sample updated: groups in ``rebuild`` (pos, neg) from all live rows
     (O(n_c), only when a kept row died), the others by merging ``new_rows`` (O(keep + n))."""
@@ -308,7 +314,23 @@ def _with_sample(
     head = np.concatenate([sp[:hp], sn[:cap]])
     if np.array_equal(head, view.scan_rows):
         return _replace(view, sample_pos=sp, sample_neg=sn)
-    return _replace(view, sample_pos=sp, sample_neg=sn, head_pos=hp, scan=rows.emb_rows(head))
+    scan = _head_rows(view, head, new_rows, new_emb)
+    return _replace(view, sample_pos=sp, sample_neg=sn, head_pos=hp, scan=scan)
+
+
+def _head_rows(view: ClassView, head: I64, new_rows: I64, new_emb: F32 | None) -> F32:
+    """float32 [len(head), D]: the head's embeddings, taken from the old head and the rows just
+    written when they have them all (no gather from the blocks), else gathered."""
+    rows = view.rows
+    assert rows is not None
+    if new_emb is None or len(new_emb) != len(new_rows):
+        return rows.emb_rows(head)
+    keys = np.concatenate([view.scan_rows, new_rows])
+    order = np.argsort(keys, kind="stable")
+    pos = np.minimum(np.searchsorted(keys[order], head), len(keys) - 1)
+    if not np.array_equal(keys[order][pos], head):
+        return rows.emb_rows(head)
+    return np.concatenate([view.scan, new_emb])[order[pos]]
 
 
 def scan_without(view: ClassView, own: I64, cap: int) -> tuple[F32, F32]:
@@ -374,8 +396,8 @@ def put(
     if first < 0:
         return put(compact(view, cap), emb, label, start, videos, vhash, cap)
     new_rows = np.arange(first, first + n, dtype=np.int64)
-    out = _account(view, version, n_rows, new_rows, killed)
-    return _finish(out, cap, _sample_hit(view, killed), new_rows), len(killed)
+    out = _account(view, version, n_rows, new_rows, killed, added_emb=emb)
+    return _finish(out, cap, _sample_hit(view, killed), new_rows, emb), len(killed)
 
 
 def _killed_rows(view: ClassView, videos: Sequence[str], start: I64) -> I64:
@@ -393,16 +415,19 @@ def _killed_rows(view: ClassView, videos: Sequence[str], start: I64) -> I64:
     return np.asarray(killed, np.int64)
 
 
-def _account(view: ClassView, version: int, n: int, added: I64, killed: I64) -> ClassView:
-    """Sums and counts after adding rows ``added`` and killing rows ``killed``: O((|a|+|k|) D)."""
+def _account(
+    view: ClassView, version: int, n: int, added: I64, killed: I64, added_emb: F32 | None = None
+) -> ClassView:
+    """Sums and counts after adding rows ``added`` (embeddings ``added_emb`` when at hand) and
+    killing rows ``killed``: O((|a| + |k|) D)."""
     rows = view.rows
     assert rows is not None
     pos_sum, neg_sum = view.pos_sum.copy(), view.neg_sum.copy()
     pos_n, neg_n = view.pos_n, view.neg_n
-    for sel, sign in ((added, 1), (killed, -1)):
+    for sel, sign, at_hand in ((added, 1, added_emb), (killed, -1, None)):
         if not sel.size:
             continue
-        e = rows.emb_rows(sel).astype(np.float64)
+        e = (rows.emb_rows(sel) if at_hand is None else at_hand).astype(np.float64)
         is_pos = rows.label[sel] == 1
         pos_sum += sign * e[is_pos].sum(axis=0)
         neg_sum += sign * e[~is_pos].sum(axis=0)
@@ -424,9 +449,15 @@ def _sample_hit(view: ClassView, killed: I64) -> tuple[bool, bool]:
     )
 
 
-def _finish(view: ClassView, cap: int, rebuild: tuple[bool, bool], new_rows: I64) -> ClassView:
+def _finish(
+    view: ClassView,
+    cap: int,
+    rebuild: tuple[bool, bool],
+    new_rows: I64,
+    new_emb: F32 | None = None,
+) -> ClassView:
     """Update the scan sample, then rewrite the generation when dead rows dominate."""
-    view = _with_sample(view, cap, rebuild=rebuild, new_rows=new_rows)
+    view = _with_sample(view, cap, rebuild=rebuild, new_rows=new_rows, new_emb=new_emb)
     if view.dead > view.live + COMPACT_SLACK:
         return compact(view, cap)
     return view
