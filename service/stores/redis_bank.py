@@ -362,8 +362,9 @@ class RedisBankStore(BankStore):
     def _read_pages(
         self, todo: dict[int, int], page: int
     ) -> dict[int, tuple[str, int, list[bytes]]]:
-        """One pipeline reading up to ``page`` records of a few classes from their offsets."""
-        classes = list(todo)[: max(1, 64)]
+        """One pipeline reading up to ``page`` records (about PIPELINE_BYTES) of up to ``page``
+        classes from their offsets."""
+        classes = list(todo)[: max(1, page)]
         per = max(1, page // len(classes))
 
         def read(r: redis.Redis) -> list[Any]:
