@@ -34,8 +34,10 @@ F64 = npt.NDArray[np.float64]
 I64 = npt.NDArray[np.int64]
 I8 = npt.NDArray[np.int8]
 
-MAX_SIM_CAP = 8
+MAX_SIM_CAP = 6
 """Default entries per (class, label) that the max-cosine features scan (exact below it)."""
+
+_NO_ROWS = np.zeros(0, np.int64)
 
 ARRAYS = (
     "pos_sum",
@@ -110,6 +112,11 @@ class ClassBank:
         self.neg_count: I64 = _frozen(counts[1])
         self._len = int(self.pos_count.sum() + self.neg_count.sum())
         self._cache: dict[str, Any] = {}
+
+    def __reduce__(self) -> tuple[Any, tuple[Any, ...]]:
+        """Pickled (by Dask, sending the bank to workers) as its flat arrays, rebuilt on arrival
+        into the same classes and scan samples (the rows' locks cannot travel)."""
+        return (_unpickle, (self.arrays(), self.scan_cap))
 
     # ------------------------------------------------------------------ shape
     @property
@@ -275,28 +282,35 @@ class ClassBank:
         a max over each (class, label) group padded to the longest: O(K cap (D + S))."""
         k, s = len(classes), u.shape[0]
         parts: list[F32] = []
-        lengths = np.zeros(2 * k, np.int64)  # pos, neg of each class
-        for i, c in enumerate(classes.tolist()):
+        sizes: list[int] = []  # pos, neg of each class
+        for c in classes.tolist():
             v = self._views[c]
-            own = v.video_rows(video_id)
+            own = v.video_rows(video_id) if video_id is not None else _NO_ROWS
             if own.size and np.isin(v.scan_rows, own).any():
                 pos, neg = bc.scan_without(v, own, self.scan_cap)
                 parts += [pos, neg]
-                lengths[2 * i : 2 * i + 2] = len(pos), len(neg)
+                sizes += [len(pos), len(neg)]
             else:
                 parts.append(v.scan)
-                lengths[2 * i : 2 * i + 2] = v.head_pos, len(v.scan) - v.head_pos
+                sizes += [v.head_pos, len(v.scan) - v.head_pos]
+        lengths = np.asarray(sizes, np.int64)
         total = int(lengths.sum())
         if total == 0 or s == 0:
             out = np.full((2 * k, s), np.nan, dtype=np.float32)
             return out[0::2], out[1::2]
-        sims = np.empty((total + 1, s), np.float32)  # [T + 1, S]; the last row pads the groups
-        np.matmul(np.concatenate(parts), u.T, out=sims[:total])
+        # float64 products, rounded to float32 after the max: a float32 GEMM's last bits depend on
+        # the BLAS thread count and on a row's place in the matrix (which classes were asked for),
+        # and a tree split can sit between two neighbouring floats (a 1-thread Dask worker once
+        # scored a pair 0.20 where a 2-thread process scored 0.13); a float64 error (~1e-16) moves
+        # the rounded float32 value only for about one value in 10^9.
+        rows = np.concatenate(parts, out=np.empty((total, u.shape[1]), np.float64))
+        sims = np.empty((total + 1, s), np.float64)  # [T + 1, S]; the last row pads the groups
+        np.matmul(rows, u.T.astype(np.float64), out=sims[:total])
         sims[total] = -np.inf
         starts = np.cumsum(lengths) - lengths
         at = np.arange(int(lengths.max()))
         idx = np.where(at[None, :] < lengths[:, None], starts[:, None] + at[None, :], total)
-        red = sims[idx].max(axis=1)  # [2K, S]
+        red = sims[idx].max(axis=1).astype(np.float32)  # [2K, S]
         red[~np.isfinite(red)] = np.nan
         return red[0::2], red[1::2]
 
@@ -397,6 +411,10 @@ class ClassBank:
     def validate(self, where: str = "bank") -> None:
         """Check the flat arrays' shapes (kept for callers of the old bank)."""
         check_arrays(self.arrays(), where)
+
+
+def _unpickle(arrays: dict[str, np.ndarray], scan_cap: int) -> ClassBank:
+    return from_arrays(arrays, "pickled bank", scan_cap=scan_cap)
 
 
 def check_arrays(a: Mapping[str, np.ndarray], where: str) -> tuple[int, int, int]:

@@ -270,3 +270,17 @@ def test_the_capped_max_never_depends_on_the_videos_own_labels() -> None:
         for k, c in enumerate(cls.tolist()):
             np.testing.assert_allclose(pmax[k], sampled_max(bank, u, c, 1, video), atol=1e-5)
             np.testing.assert_allclose(nmax[k], sampled_max(bank, u, c, 0, video), atol=1e-5)
+
+
+def test_a_pickled_bank_comes_back_the_same() -> None:
+    """Dask sends the bank to its workers by pickle: the same entries, sums and max features."""
+    import pickle
+
+    bank = make(cap=3).add(np.ones((2, D)), [1, 1], [1, 0], ["p", "p"], [0, 5])
+    back = pickle.loads(pickle.dumps(bank))
+    for name, arr in bank.arrays().items():
+        np.testing.assert_array_equal(getattr(back, name), arr)
+    u = unit_rows(np.random.default_rng(0).normal(size=(4, D)))
+    cls = np.arange(C, dtype=np.int64)
+    for a, b in zip(bank.max_cosine(u, cls, "v2"), back.max_cosine(u, cls, "v2"), strict=True):
+        np.testing.assert_array_equal(a, b)
