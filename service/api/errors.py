@@ -107,6 +107,16 @@ def _given(error: Any) -> str:
     return ""
 
 
+def _allowed_methods(request: Request) -> list[str]:
+    """Every method the app's routes accept on the request's path (for a 405's ``Allow``)."""
+    methods: set[str] = set()
+    for route in request.app.routes:
+        regex = getattr(route, "path_regex", None)
+        if regex is not None and regex.match(request.url.path):
+            methods |= set(getattr(route, "methods", None) or ())
+    return sorted(methods)
+
+
 def install_error_handlers(app: FastAPI) -> None:
     """Register the table on ``app``; anything unexpected is logged and answered 500 in JSON."""
 
@@ -143,10 +153,11 @@ def install_error_handlers(app: FastAPI) -> None:
 
     app.add_exception_handler(ValidationError, model_validation)
 
-    async def http_error(_: Request, exc: Exception) -> JSONResponse:
+    async def http_error(request: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, StarletteHTTPException)
-        return error_response(
-            exc.status_code, "http_error", str(exc.detail), getattr(exc, "headers", None)
-        )
+        headers = getattr(exc, "headers", None)
+        if exc.status_code == 405:  # Starlette names only the first route of the path
+            headers = {**(headers or {}), "Allow": ", ".join(_allowed_methods(request))}
+        return error_response(exc.status_code, "http_error", str(exc.detail), headers)
 
     app.add_exception_handler(StarletteHTTPException, http_error)

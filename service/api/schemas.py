@@ -178,7 +178,7 @@ class LabelsRemoveRequest(_Strict):
     starts: list[SegmentStart] = Field(
         min_length=1,
         max_length=MAX_FRAMES_CAP // SEGMENT_FRAMES,
-        json_schema_extra={"x-bound": "segment_count"},
+        json_schema_extra={"x-bound": "segment_count", "uniqueItems": True},
         description="Segment start frames (multiples of 5, each once) of labels to remove; all "
         "must be in the class's bank, else 404 and nothing is removed.",
     )
