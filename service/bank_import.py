@@ -13,7 +13,6 @@ bundle reader before the command returns. Runtime only (numpy): no torch, no tra
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import shutil
@@ -26,11 +25,17 @@ import numpy as np
 import numpy.typing as npt
 
 from service.bank import ClassBank
-from service.bundle import MANIFEST, load_bundle, read_manifest, sha256_file
+from service.bundle import (
+    MANIFEST,
+    MANIFEST_HASH,
+    load_bundle,
+    manifest_hash_line,
+    read_manifest,
+    sha256_file,
+)
 from service.yt8m import SEGMENT_FRAMES
 
 ENTRY_ARRAYS = ("embeddings", "classes", "labels", "videos", "starts")
-MANIFEST_HASH = "manifest.sha256"
 
 
 class EntriesError(ValueError):
@@ -190,7 +195,6 @@ def _rewrite_manifest(root: Path, bank_rel: str, bank: ClassBank, entries: Path)
     text = json.dumps(manifest, indent=2) + "\n"
     mpath.write_text(text, encoding="utf-8")
     if (root / MANIFEST_HASH).exists() or manifest.get("format_version", 1) >= 2:
-        digest = hashlib.sha256(text.encode("utf-8")).hexdigest()
-        (root / MANIFEST_HASH).write_text(f"{digest}  {MANIFEST}\n", encoding="ascii")
+        (root / MANIFEST_HASH).write_text(manifest_hash_line(mpath), encoding="ascii")
     read_manifest(root)
     return version
