@@ -111,6 +111,9 @@ def build_app(missing: list[str], batch_missing: list[str] | None = None) -> typ
         pretty_exceptions_show_locals=False,
     )
     app.command("serve")(serve)
+    from ccrl import bank  # runtime only: there in the serving images too
+
+    app.add_typer(bank.app, name="bank")
     for name, command in offline.COMMANDS:
         if not missing:
             app.command(name)(command)

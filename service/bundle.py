@@ -24,7 +24,7 @@ import numpy as np
 import numpy.typing as npt
 import xgboost as xgb
 
-from service.bank import ClassBank
+from service.bank import MAX_SIM_CAP, ClassBank
 from service.features import FEATURE_NAMES, FEATURE_TYPES, PairMatrix
 
 FORMAT_VERSION = 2
@@ -290,7 +290,8 @@ def load_bundle(path: str | Path, verify: bool = True, *, nthread: int = 1) -> B
         if not fp.is_file():
             raise BundleError(f"{fp}: {key} file is missing")
     try:
-        bank = ClassBank.load(files["bank"])
+        cap = int(manifest.ccrl.get("params", {}).get("max_sim_cap", MAX_SIM_CAP))
+        bank = ClassBank.load(files["bank"], scan_cap=cap)
     except ValueError as exc:
         raise BundleError(str(exc)) from exc
     booster = load_booster(files["ccrl"], nthread=nthread)

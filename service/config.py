@@ -53,7 +53,10 @@ class Settings(BaseSettings):
     redis_timeout_s: float = Field(default=0.25, gt=0, le=10, description="Socket timeouts.")
     redis_prefix: str = Field(default="ccrl", min_length=1, description="Key prefix in Redis.")
     bank_poll_interval_s: float = Field(
-        default=1.0, ge=0, description="How often a replica checks the shared bank version."
+        default=1.0,
+        ge=0,
+        description="The longest a replica's bank thread waits on the change stream before it "
+        "checks the bank's seed again (writes arrive at once, not on this clock).",
     )
     store_retry_interval_s: float = Field(
         default=1.0, ge=0, description="While Redis is down, how often to try it again."

@@ -9,8 +9,9 @@ positive / negative segments of ``c`` from OTHER videos (``u != v``).
 A sum of cosines is one dot product with a per-class sum of unit vectors, so the cost per pair is
 O(D) whatever the bank size; the "other videos" rule subtracts the sum of the bank entries of ``v``
 (a video has only a handful of rated segments, so that sum is computed on the fly from the bank's
-per-video entry index). The optional max-cosine features scan the bank entries of the requested
-classes in one matrix product.
+per-class video index). The optional max-cosine features scan at most ``bank.scan_cap`` positives
+and negatives of each requested class (a fixed sample by key hash; every entry below the cap), in
+one matrix product: their cost is bounded whatever the bank size (:mod:`service.bank_class`).
 
 Row order of a :class:`PairMatrix` is class-major: row ``k * S + s`` is (segment ``s``, class
 ``classes[k]``), so ``scores.reshape(K, S)`` gives one row of segment scores per class.
@@ -179,7 +180,7 @@ def _similarity_features(
 ) -> None:
     """Fill the SIM columns of ``x`` ([K, S, NF]) in place from segment_embeddings [S, D]."""
     u = unit_rows(se)  # [S, D]
-    pos_sum, neg_sum, pos_n, neg_n = _other_video_sums(cls, bank, video_id)
+    pos_sum, neg_sum, pos_n, neg_n = bank.other_video_sums(cls, video_id)
     u64 = u.astype(np.float64)
     sim_pos = pos_sum @ u64.T  # [K, S]
     sim_neg = neg_sum @ u64.T
@@ -202,89 +203,13 @@ def _similarity_features(
     with np.errstate(invalid="ignore", divide="ignore"):
         x[:, :, _COL["class_pos_rate"]] = np.where(total > 0, pos_n / total, np.nan)[:, None]
     if max_sim:
-        pmax, nmax = _max_similarity(u, cls, bank, video_id)
+        pmax, nmax = bank.max_cosine(u, cls, video_id)
         x[:, :, _COL["sim_pos_max"]] = pmax
         x[:, :, _COL["sim_neg_max"]] = nmax
         x[:, :, _COL["sim_max_diff"]] = pmax - nmax
     else:
         for name in ("sim_pos_max", "sim_neg_max", "sim_max_diff"):
             x[:, :, _COL[name]] = np.nan
-
-
-def _other_video_sums(
-    cls: I64, bank: ClassBank, video_id: str | None
-) -> tuple[npt.NDArray[np.float64], ...]:
-    """The bank's sums and counts of the K classes without the entries of ``video_id`` (the
-    paper's u != v): pos_sum, neg_sum float64 [K, D] and pos_n, neg_n float64 [K]."""
-    pos_sum = bank.pos_sum[cls].astype(np.float64)  # [K, D]
-    neg_sum = bank.neg_sum[cls].astype(np.float64)
-    pos_n = bank.pos_count[cls].astype(np.float64)
-    neg_n = bank.neg_count[cls].astype(np.float64)
-    own = bank.video_entries(video_id)
-    if own.size:
-        slot = {int(c): i for i, c in enumerate(cls.tolist())}
-        for j in own.tolist():  # a handful of rated segments per video, not pairs
-            i = slot.get(int(bank.emb_class[j]))
-            if i is None:
-                continue
-            if bank.emb_label[j] == 1:
-                pos_sum[i] -= bank.emb[j]
-                pos_n[i] -= 1
-            else:
-                neg_sum[i] -= bank.emb[j]
-                neg_n[i] -= 1
-    return pos_sum, neg_sum, pos_n, neg_n
-
-
-def _max_similarity(u: F32, cls: I64, bank: ClassBank, video_id: str | None) -> tuple[F32, F32]:
-    """Max cosine of each segment to the positives / negatives of each class, other videos only.
-
-    Returns two float32 [K, S] arrays (NaN where the class has no such entry from another video).
-    """
-    k, s = cls.shape[0], u.shape[0]
-    order, offsets = bank.class_groups()
-    groups = np.stack([2 * cls, 2 * cls + 1], axis=1).reshape(-1)  # [2K]: neg, pos per class
-    lo, hi = offsets[groups], offsets[groups + 1]
-    lengths = hi - lo
-    total = int(lengths.sum())
-    out = np.full((2 * k, s), np.nan, dtype=np.float32)
-    if total == 0:
-        return out[1::2], out[0::2]
-    # indices of the entries of every group, concatenated without a Python loop
-    starts = np.cumsum(lengths) - lengths
-    idx = order[np.repeat(lo - starts, lengths) + np.arange(total)]
-    sims = u @ bank.emb[idx].T  # [S, total]
-    if video_id is not None:
-        sims[:, bank.emb_video[idx] == video_id] = -np.inf
-    nonempty = lengths > 0
-    red = np.maximum.reduceat(sims, starts[nonempty], axis=1)  # [S, nonempty groups]
-    red = _exact_max(u, bank.emb[idx], sims, red, lengths[nonempty])
-    out[nonempty] = red.T
-    return out[1::2], out[0::2]
-
-
-MAX_SIM_SLACK = 1e-4
-"""Entries within this of a group's float32 maximum are re-scored exactly (float32 GEMM errors of
-unit vectors are ~1e-6)."""
-
-
-def _exact_max(u: F32, emb: F32, sims: F32, red: F32, lengths: I64) -> F32:
-    """The group maxima of ``sims`` [S, T] recomputed in float64 from ``u`` [S, D] and ``emb``
-    [T, D], then rounded to float32 [S, G]; NaN where a group has no finite entry.
-
-    A float32 GEMM's last bits depend on the BLAS thread count, and a tree split can sit between
-    two neighbouring floats: without this, the same pair scored differently in a 1-thread worker
-    than in a 2-thread process. Only the entries near each group's maximum are re-scored (numpy's
-    own float64 sums, the same in every process), so the cost is a mask over ``sims``.
-    """
-    group = np.repeat(np.arange(len(lengths)), lengths)  # [T]
-    finite = np.isfinite(red)
-    near = np.isfinite(sims) & (sims >= red[:, group] - MAX_SIM_SLACK)
-    si, ti = np.nonzero(near)
-    exact = (u[si].astype(np.float64) * emb[ti].astype(np.float64)).sum(axis=1)
-    best = np.full(red.shape, -np.inf)
-    np.maximum.at(best, (si, group[ti]), exact)
-    return np.where(finite, best, np.nan).astype(np.float32)
 
 
 def _check_inputs(vp: F32, sp: F32, se: F32, cls: I64, bank: ClassBank) -> None:

@@ -3,7 +3,8 @@
 A label write names segments by their start frame. A start must be a multiple of 5
 (:data:`~service.yt8m.SEGMENT_FRAMES`), fall inside the video's whole segments, and appear once;
 the first broken rule raises :class:`~service.decode.InputError` naming the segment
-(``segments[i].start``, or ``segments`` for a duplicate). The embeddings of the labelled segments
+(``segments[i].start``, or ``segments`` for a duplicate); a removal's starts follow the same
+rules but the end (:func:`check_removal`). The embeddings of the labelled segments
 are rows ``start // 5`` of the candidate model's segment embeddings of the whole video.
 """
 
@@ -38,6 +39,19 @@ def check_starts(starts: Sequence[int], num_frames: int) -> I64:
     uniq, counts = np.unique(arr, return_counts=True)
     if (counts > 1).any():
         raise InputError("segments", f"start {int(uniq[counts > 1][0])} is listed twice")
+    return arr
+
+
+def check_removal(starts: Sequence[int]) -> I64:
+    """The start frames of segments to remove as int64 [n]: multiples of 5, each once (whether
+    the bank has them is the bank's answer); raises :class:`InputError` at the first bad one."""
+    arr = np.asarray(starts, dtype=np.int64).reshape(-1)
+    for i, st in enumerate(arr.tolist()):
+        if st % SEGMENT_FRAMES:
+            raise InputError(f"starts[{i}]", f"{st} is not a multiple of 5")
+    uniq, counts = np.unique(arr, return_counts=True)
+    if (counts > 1).any():
+        raise InputError("starts", f"start {int(uniq[counts > 1][0])} is listed twice")
     return arr
 
 

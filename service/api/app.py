@@ -54,10 +54,12 @@ def bundle_namespace(bundle: Bundle) -> str:
 def build_stores(
     settings: Settings, bundle: Bundle, metrics: Metrics
 ) -> tuple[BankStore, IndexStore]:
-    """In-process stores, or Redis ones with ``REDIS_URL`` (see :mod:`service.stores.redis`)."""
+    """In-process stores, or Redis ones with ``REDIS_URL`` (:mod:`service.stores.redis_bank` for
+    the bank, :mod:`service.stores.redis` for the index)."""
     if not settings.redis_url:
         return MemoryBankStore(bundle.bank, listener=metrics), MemoryIndexStore(settings.index_cap)
-    from service.stores.redis import RedisBackend, RedisBankStore, RedisIndexStore
+    from service.stores.redis import RedisBackend, RedisIndexStore
+    from service.stores.redis_bank import RedisBankStore
 
     backend = RedisBackend(
         settings.redis_url,

@@ -3,9 +3,10 @@
 Every error answer is JSON ``{"detail": "<what is wrong>", "error": "<code>"}``. Bad input is a 4xx
 that names the field, never a 500. Conventions: a body that is not JSON is 400; a JSON body with a
 wrong field (including an unknown class id inside the body) is 422; an unknown class in the URL
-path is 404; a body over the limit is 413; a write without a valid token is 401 (403 when writes
-are disabled); re-indexing a video without ``"overwrite": true`` is 409; a body that is not sent as
-``application/json`` is 415; a shared store that cannot be reached is 503.
+path is 404, and so is removing a label the bank does not have; a body over the limit is 413; a
+write without a valid token is 401 (403 when writes are disabled); re-indexing a video without
+``"overwrite": true`` is 409; a body that is not sent as ``application/json`` is 415; a shared store
+that cannot be reached is 503.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from pydantic import ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from service.api.schemas import error_body
+from service.bank import NotInBank
 from service.decode import InputError
 from service.scorer import UnknownClassError
 from service.stores.base import StoreUnavailable, VideoExists
@@ -68,6 +70,7 @@ ERROR_TABLE: tuple[tuple[type[Exception], int, str], ...] = (
     (UnknownClassError, 422, "unknown_class"),
     (StoreUnavailable, 503, "store_unavailable"),
     (VideoExists, 409, "already_indexed"),
+    (NotInBank, 404, "label_not_found"),
 )
 """Domain errors of the runtime -> (status, code). :class:`ApiError` subclasses carry their own."""
 
@@ -102,6 +105,16 @@ def _given(error: Any) -> str:
     if isinstance(value, bool | int | float | str) and len(text := repr(value)) <= 40:
         return f" (got {text})"
     return ""
+
+
+def _allowed_methods(request: Request) -> list[str]:
+    """Every method the app's routes accept on the request's path (for a 405's ``Allow``)."""
+    methods: set[str] = set()
+    for route in request.app.routes:
+        regex = getattr(route, "path_regex", None)
+        if regex is not None and regex.match(request.url.path):
+            methods |= set(getattr(route, "methods", None) or ())
+    return sorted(methods)
 
 
 def install_error_handlers(app: FastAPI) -> None:
@@ -140,10 +153,11 @@ def install_error_handlers(app: FastAPI) -> None:
 
     app.add_exception_handler(ValidationError, model_validation)
 
-    async def http_error(_: Request, exc: Exception) -> JSONResponse:
+    async def http_error(request: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, StarletteHTTPException)
-        return error_response(
-            exc.status_code, "http_error", str(exc.detail), getattr(exc, "headers", None)
-        )
+        headers = getattr(exc, "headers", None)
+        if exc.status_code == 405:  # Starlette names only the first route of the path
+            headers = {**(headers or {}), "Allow": ", ".join(_allowed_methods(request))}
+        return error_response(exc.status_code, "http_error", str(exc.detail), headers)
 
     app.add_exception_handler(StarletteHTTPException, http_error)

@@ -36,7 +36,7 @@ STATUS_TEXT = {
     400: "Malformed JSON, or a broken request (e.g. two Authorization headers)",
     401: "Missing or invalid bearer token",
     403: "Writes (or indexing) are disabled: no token configured",
-    404: "Unknown class in the path",
+    404: "Unknown class in the path (removing labels: a label the bank does not have)",
     408: "The request head or body did not arrive in time",
     409: "The video is already indexed (send overwrite: true)",
     413: "Body over the configured limit",
@@ -49,9 +49,14 @@ COMMON = (400, 408, 413, 422, 431, 503)
 EXTRA: dict[tuple[str, str], tuple[int, ...]] = {
     ("/localize", "post"): (401, 403, 409, 415),
     ("/classes/{class_id}/labels", "post"): (401, 403, 404, 415),
+    ("/classes/{class_id}/labels", "delete"): (401, 403, 404, 415),
     ("/classes/{class_id}/top-segments", "get"): (404,),
 }
-SECURED = {("/classes/{class_id}/labels", "post"): True, ("/localize", "post"): False}
+SECURED = {
+    ("/classes/{class_id}/labels", "post"): True,
+    ("/classes/{class_id}/labels", "delete"): True,
+    ("/localize", "post"): False,
+}
 
 
 def install_openapi(app: FastAPI) -> None:

@@ -170,6 +170,31 @@ async def add_labels(request: Request, rt: RuntimeDep, class_id: int) -> Respons
     return _json(out, status=201)
 
 
+def _remove_labels(rt: Runtime, class_id: int, body: bytes) -> schemas.LabelsRemovedResponse:
+    req: schemas.LabelsRemoveRequest = _parse(body, schemas.LabelsRemoveRequest)
+    starts = labels.check_removal(req.starts).tolist()
+    with rt.metrics.timed("bank"):
+        result = rt.bank.remove(class_id, req.video_id, starts)
+    return schemas.labels_removed_response(class_id, req.video_id, starts, result)
+
+
+@router.delete(
+    "/classes/{class_id}/labels",
+    response_model=None,
+    responses={200: {"model": schemas.LabelsRemovedResponse}, **_ERRORS},
+    openapi_extra=_json_body(schemas.LabelsRemoveRequest),
+    dependencies=JSON_BODY,
+    summary="Remove labelled segments of a video from a class's bank (needs the bearer token); "
+    "404 when any of them is not in the bank (nothing is removed then).",
+)
+async def remove_labels(request: Request, rt: RuntimeDep, class_id: int) -> Response:
+    auth.require_write(rt.settings, request.headers)
+    _check_class(rt, class_id)
+    body = await request.body()
+    out = await run_in_threadpool(_remove_labels, rt, class_id, body)
+    return _json(out)
+
+
 # ---------------------------------------------------------------------------- catalogue, health
 @router.get("/classes", response_model=schemas.ClassesResponse, summary="The vocabulary and bank.")
 def list_classes(rt: RuntimeDep) -> Response:

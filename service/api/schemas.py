@@ -23,7 +23,7 @@ from service.bank import ClassBank
 from service.decode import FRAME_VALUE_BOUND, FRAME_VALUE_LIMIT, FRAME_VALUE_TOLERANCE
 from service.localize import Localized
 from service.scorer import ClassSegments
-from service.stores.base import IndexEntry, StoreHealth, WriteResult
+from service.stores.base import IndexEntry, RemoveResult, StoreHealth, WriteResult
 from service.yt8m import AUDIO_DIM, MAX_FRAMES, RGB_DIM, SEGMENT_FRAMES, segment_end, segment_ends
 
 MAX_CLASS_ID = 2**31 - 1
@@ -171,6 +171,19 @@ class LabelsRequest(_Strict):
     )
 
 
+class LabelsRemoveRequest(_Strict):
+    """``DELETE /classes/{class_id}/labels``: the labelled segments of a video to take out."""
+
+    video_id: VideoId
+    starts: list[SegmentStart] = Field(
+        min_length=1,
+        max_length=MAX_FRAMES_CAP // SEGMENT_FRAMES,
+        json_schema_extra={"x-bound": "segment_count", "uniqueItems": True},
+        description="Segment start frames (multiples of 5, each once) of labels to remove; all "
+        "must be in the class's bank, else 404 and nothing is removed.",
+    )
+
+
 # ---------------------------------------------------------------------------- responses
 _CLOSED = ConfigDict(extra="forbid")
 
@@ -303,6 +316,7 @@ class LabelsResponse(TypedDict):
     class_id: int
     video_id: str
     added: int
+    relabelled: int
     bank_version: int
     bank: BankCounts
 
@@ -315,6 +329,40 @@ def labels_response(
         "class_id": class_id,
         "video_id": video_id,
         "added": added,
+        "relabelled": result.replaced,
+        "bank_version": result.version,
+        "bank": {"positive": result.positive, "negative": result.negative},
+    }
+
+
+@with_config(_CLOSED)
+class RemovedSegment(TypedDict):
+    start: int
+    end: int
+    label: int
+
+
+@with_config(_CLOSED)
+class LabelsRemovedResponse(TypedDict):
+    class_id: int
+    video_id: str
+    removed: list[RemovedSegment]
+    bank_version: int
+    bank: BankCounts
+
+
+def labels_removed_response(
+    class_id: int, video_id: str, starts: Sequence[int], result: RemoveResult
+) -> LabelsRemovedResponse:
+    """The answer of ``DELETE /classes/{class_id}/labels``: the segments removed (with the label
+    each had) and the class's counts after it."""
+    return {
+        "class_id": class_id,
+        "video_id": video_id,
+        "removed": [
+            {"start": int(s), "end": segment_end(int(s)), "label": lab}
+            for s, lab in zip(starts, result.labels, strict=True)
+        ],
         "bank_version": result.version,
         "bank": {"positive": result.positive, "negative": result.negative},
     }

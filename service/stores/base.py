@@ -1,19 +1,21 @@
 """The two stores behind the service, as small interfaces.
 
 - :class:`BankStore`: the labelled-embedding bank (:class:`service.bank.ClassBank`). Scoring
-  reads a snapshot (never fails: a replica always has a local copy); label writes append entries.
+  reads an immutable snapshot (never fails, never waits: a replica always has a local copy);
+  label writes put or remove entries at O(n D) for n entries.
 - :class:`IndexStore`: the per-class ranked index of the corpus: one sorted list of
   ``(segment id, score)`` per class, capped, where re-scoring a video replaces its entries.
 
 Two implementations of each: in-process (:mod:`service.stores.memory`, the default) and Redis
-(:mod:`service.stores.redis`). A store that cannot reach its backend raises
+(:mod:`service.stores.redis_bank` for the bank, :mod:`service.stores.redis` for the index). A
+store that cannot reach its backend raises
 :class:`StoreUnavailable` from writes and index reads; the API answers 503.
 """
 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -86,28 +88,24 @@ class LabelBatch:
             )
 
 
-def apply_batches(bank: ClassBank, batches: list[LabelBatch]) -> ClassBank:
-    """``bank`` with the batches added in order (a later label of the same segment wins)."""
-    if not batches:
-        return bank
-    latest: dict[tuple[int, str, int], tuple[int, int]] = {}
-    for b, batch in enumerate(batches):
-        for i, start in enumerate(batch.starts.tolist()):
-            latest[(batch.class_id, batch.video_id, int(start))] = (b, i)
-    picks = sorted(latest.values())
-    emb = np.stack([batches[b].embeddings[i] for b, i in picks]).astype(np.float32)
-    classes = np.asarray([batches[b].class_id for b, _ in picks], dtype=np.int64)
-    labels = np.asarray([batches[b].labels[i] for b, i in picks], dtype=np.int8)
-    videos = [batches[b].video_id for b, _ in picks]
-    starts = np.asarray([batches[b].starts[i] for b, i in picks], dtype=np.int64)
-    return bank.add(emb, classes, labels, videos, starts)
+@dataclass(frozen=True)
+class WriteResult:
+    """What a label write left in the bank: its new version, the class's counts, and how many of
+    the written segments were already there (relabelled)."""
+
+    version: int
+    positive: int
+    negative: int
+    replaced: int = 0
 
 
 @dataclass(frozen=True)
-class WriteResult:
-    """What a label write left in the bank: its new version and the class's counts."""
+class RemoveResult:
+    """What a removal took out: the bank's new version, the labels (1/0) of the removed segments
+    in the order asked, and the class's counts after it."""
 
     version: int
+    labels: list[int]
     positive: int
     negative: int
 
@@ -132,7 +130,13 @@ class BankStore(ABC):
 
     @abstractmethod
     def add(self, batch: LabelBatch) -> WriteResult:
-        """Append labelled segments; returns only once they are stored (else StoreUnavailable)."""
+        """Put labelled segments (a segment already there is relabelled); returns only once they
+        are stored (else StoreUnavailable). Costs O(n D) whatever the bank's size."""
+
+    @abstractmethod
+    def remove(self, class_id: int, video_id: str, starts: Sequence[int]) -> RemoveResult:
+        """Remove labelled segments of one video from one class; raises
+        :class:`~service.bank.NotInBank` (and removes nothing) when any of them is not there."""
 
     @abstractmethod
     def version(self) -> int:

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import heapq
 import threading
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 
-from service.bank import ClassBank
+from service.bank import ClassBank, NotInBank
 from service.stores.base import (
     F32,
     I64,
@@ -14,11 +14,11 @@ from service.stores.base import (
     IndexEntry,
     IndexStore,
     LabelBatch,
+    RemoveResult,
     StoreHealth,
     StoreListener,
     VideoExists,
     WriteResult,
-    apply_batches,
 )
 from service.yt8m import parse_segment_id, segment_id
 
@@ -39,14 +39,32 @@ class MemoryBankStore(BankStore):
         return self._bank
 
     def add(self, batch: LabelBatch) -> WriteResult:
+        c = batch.class_id
         with self._lock:
-            bank = apply_batches(self._bank, [batch])
+            bank, replaced = self._bank.put(
+                c, batch.embeddings, batch.labels, batch.video_id, batch.starts
+            )
             self._bank = bank
             self._version += 1
             version = self._version
         self._listener.bank_refreshed(bank)
-        c = batch.class_id
-        return WriteResult(version, int(bank.pos_count[c]), int(bank.neg_count[c]))
+        return WriteResult(version, int(bank.pos_count[c]), int(bank.neg_count[c]), replaced)
+
+    def remove(self, class_id: int, video_id: str, starts: Sequence[int]) -> RemoveResult:
+        c = class_id
+        with self._lock:
+            found = self._bank.view(c).find(video_id, list(starts))
+            missing = [int(s) for s, r in zip(starts, found.tolist(), strict=True) if r < 0]
+            if missing:
+                raise NotInBank(c, video_id, missing)
+            bank, labels = self._bank.remove(c, video_id, list(starts))
+            self._bank = bank
+            self._version += 1
+            version = self._version
+        self._listener.bank_refreshed(bank)
+        return RemoveResult(
+            version, [int(x) for x in labels], int(bank.pos_count[c]), int(bank.neg_count[c])
+        )
 
     def version(self) -> int:
         return self._version

@@ -370,6 +370,43 @@ def test_labels_change_the_bank_and_the_scores_at_once(
     assert after["classes"][0]["segments"] != before["classes"][0]["segments"]
 
 
+def test_labels_are_relabelled_and_removed_and_a_missing_one_is_404(
+    client: Any, test_videos: list[Video], api_token: str
+) -> None:
+    auth = {"Authorization": f"Bearer {api_token}"}
+    v, c = test_videos[2], 1
+    counts = client.get("/classes").json()["classes"][c]["bank"]
+    segs = [{"start": 0, "label": 1}, {"start": 5, "label": 0}]
+    r = client.post(f"/classes/{c}/labels", json=_labels_body(v, segs), headers=auth)
+    assert r.status_code == 201 and r.json()["relabelled"] == 0
+    r = client.post(
+        f"/classes/{c}/labels", json=_labels_body(v, [{"start": 5, "label": 1}]), headers=auth
+    )
+    assert r.json()["relabelled"] == 1
+    assert r.json()["bank"] == {"positive": counts["positive"] + 2, "negative": counts["negative"]}
+
+    def remove(starts: list[int], headers: dict[str, str] | None = auth) -> Any:
+        body = {"video_id": v.id, "starts": starts}
+        return client.request("DELETE", f"/classes/{c}/labels", json=body, headers=headers)
+
+    error(remove([0], headers=None), 401, "Authorization: Bearer")
+    r = remove([0])
+    assert r.status_code == 200, r.text
+    assert r.json()["removed"] == [{"start": 0, "end": 5, "label": 1}]
+    assert r.json()["bank"] == {"positive": counts["positive"] + 1, "negative": counts["negative"]}
+    _check_against_openapi(client, "delete", "/classes/{class_id}/labels", r)
+    missing = remove([5, 0])  # 0 is gone already: nothing is removed, 5 stays
+    error(missing, 404, f"class {c} has no label for video {v.id!r} at start 0", "nothing")
+    _check_against_openapi(client, "delete", "/classes/{class_id}/labels", missing)
+    assert client.get("/classes").json()["classes"][c]["bank"] == r.json()["bank"]
+    error(remove([3]), 422, "starts[0]", "multiple of 5")
+    error(remove([5, 5]), 422, "listed twice")
+    error(remove([]), 422, "starts")
+    body = {"video_id": v.id, "starts": [5]}
+    error(client.request("DELETE", "/classes/99999/labels", json=body, headers=auth), 404)
+    assert remove([5]).json()["bank"] == counts
+
+
 def test_bad_label_requests(client: Any, test_videos: list[Video], api_token: str) -> None:
     auth = {"Authorization": f"Bearer {api_token}"}
     v = test_videos[0]

@@ -110,7 +110,11 @@ def test_two_replicas_share_the_bank_and_the_index(
         segs = [{"start": 0, "label": 1}, {"start": 5, "label": 1}, {"start": 10, "label": 0}]
         r = a.post(f"/classes/{c}/labels", json=_labels(v, segs), headers=auth)
         assert r.status_code == 201 and r.json()["bank_version"] == 1
-        # replica b sees the new bank at once: counts and scores
+        # replica b's background thread applies the write within milliseconds: counts and scores
+        deadline = time.monotonic() + 10
+        while b.get("/readyz").json()["bank_version"] < 1:
+            assert time.monotonic() < deadline, "replica b never saw the write"
+            time.sleep(0.01)
         assert b.get("/classes").json()["classes"][c]["bank"] == {
             "positive": bank_before["positive"] + 2,
             "negative": bank_before["negative"] + 1,
@@ -125,3 +129,19 @@ def test_two_replicas_share_the_bank_and_the_index(
         assert {s["video_id"] for s in top["segments"]} == {other.id}
         best = after["classes"][0]["segments"][0]  # same best score (ties may order apart)
         assert top["segments"][0]["score"] == pytest.approx(best["score"])
+        # a removal through replica b: a sees it, and b answers 404 for what is gone
+        body = {"video_id": v.id, "starts": [0, 10]}
+        r = b.request("DELETE", f"/classes/{c}/labels", json=body, headers=auth)
+        assert r.status_code == 200, r.text
+        assert [(s["start"], s["label"]) for s in r.json()["removed"]] == [(0, 1), (10, 0)]
+        assert r.json()["bank"] == {
+            "positive": bank_before["positive"] + 1,
+            "negative": bank_before["negative"],
+        }
+        deadline = time.monotonic() + 10
+        while a.get("/readyz").json()["bank_version"] < r.json()["bank_version"]:
+            assert time.monotonic() < deadline, "replica a never saw the removal"
+            time.sleep(0.01)
+        assert a.get("/classes").json()["classes"][c]["bank"] == r.json()["bank"]
+        again = a.request("DELETE", f"/classes/{c}/labels", json=body, headers=auth)
+        assert again.status_code == 404 and "nothing was removed" in again.json()["detail"]

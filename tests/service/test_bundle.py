@@ -34,7 +34,7 @@ def _pairs_and_booster(rng: np.random.Generator) -> tuple[ClassBank, np.ndarray,
         rng.integers(0, C, 40),
         rng.integers(0, 2, 40),
         [f"v{i % 9}" for i in range(40)],
-        np.zeros(40, np.int64),
+        np.arange(40, dtype=np.int64) * 5,  # one entry per (class, video, start)
         num_classes=C,
     )
     rows, labels = [], []

@@ -8,18 +8,11 @@ from typing import Any
 import numpy as np
 import pytest
 
-from service.bank import ClassBank
+from service.bank import ClassBank, NotInBank
 from service.stores.base import IndexStore, LabelBatch, StoreListener, StoreUnavailable
 from service.stores.memory import MemoryBankStore, MemoryIndexStore
-from service.stores.redis import (
-    RedisBackend,
-    RedisBankStore,
-    RedisIndexStore,
-    decode_batch,
-    decode_blob,
-    encode_batch,
-    encode_blob,
-)
+from service.stores.redis import RedisBackend, RedisIndexStore
+from service.stores.redis_bank import BankKeys, RedisBankStore
 
 C, D = 5, 8
 
@@ -69,29 +62,6 @@ def backend(url: str, namespace: str = "t", listener: StoreListener | None = Non
     return RedisBackend(
         url, namespace=namespace, timeout=0.2, retry_interval=0.2, listener=listener
     )
-
-
-# ---------------------------------------------------------------------------- blobs
-def test_blobs_round_trip_raw_arrays_with_a_header_and_never_pickle() -> None:
-    for arr in (
-        np.arange(6, dtype=np.float32).reshape(2, 3),
-        np.array(["ab", "c"]),
-        np.zeros(0, np.int8),
-    ):
-        out, header = decode_blob(encode_blob(arr), "k")
-        np.testing.assert_array_equal(out, arr)
-        assert header["shape"] == list(arr.shape)
-    with pytest.raises(ValueError, match="object"):
-        encode_blob(np.array([{}], dtype=object))
-    blob = encode_blob(np.ones(4, np.float32))
-    with pytest.raises(ValueError, match="needs 16 bytes"):
-        decode_blob(blob[:-1], "key1")
-    with pytest.raises(ValueError, match="not a CCRL blob"):
-        decode_blob(b"\x80\x04pickle", "key2")
-    b = batch()
-    back = decode_batch(encode_batch(b), "log")
-    assert (back.class_id, back.video_id) == (b.class_id, b.video_id)
-    np.testing.assert_array_equal(back.embeddings, b.embeddings)
 
 
 # ---------------------------------------------------------------------------- index
@@ -148,39 +118,64 @@ def test_index_is_capped_keeping_the_best(index_factory: Any) -> None:
 
 
 # ---------------------------------------------------------------------------- bank
-def test_memory_bank_add_counts_and_relabel() -> None:
+def test_memory_bank_add_counts_relabel_and_remove() -> None:
     rec = Recorder()
     store = MemoryBankStore(small_bank(), listener=rec)
     before = store.snapshot()
     res = store.add(batch(class_id=2, starts=(0, 5, 10)))
-    assert res.version == 1
+    assert res.version == 1 and res.replaced == 0
     assert res.positive == int(before.pos_count[2]) + 3
     res = store.add(batch(class_id=2, starts=(0,), label=0))  # relabel one segment
+    assert res.replaced == 1
     assert (res.positive, res.negative) == (
         int(before.pos_count[2]) + 2,
         int(before.neg_count[2]) + 1,
     )
     assert len(store.snapshot()) == len(before) + 3
-    assert rec.refreshes == 3
+    gone = store.remove(2, "new", [0, 10])
+    assert gone.labels == [0, 1] and gone.version == 3
+    assert len(store.snapshot()) == len(before) + 1
+    with pytest.raises(NotInBank, match="at starts 0, 10"):
+        store.remove(2, "new", [0, 10])
+    assert store.version() == 3 and len(store.snapshot()) == len(before) + 1
+    assert rec.refreshes == 4
+
+
+def wait_for(cond: Any, what: str, timeout: float = 10.0) -> None:
+    import time
+
+    deadline = time.monotonic() + timeout
+    while not cond():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.01)
+
+
+def bank_store(url: str, bank: ClassBank, ns: str = "t", **kw: Any) -> RedisBankStore:
+    listener = kw.pop("listener", None)
+    return RedisBankStore(
+        backend(url, ns, listener), bank, poll_interval=0.05, listener=listener, **kw
+    )
 
 
 def test_redis_bank_is_seeded_once_and_shared_between_replicas(redis_server: Any) -> None:
     initial = small_bank()
-    a = RedisBankStore(backend(redis_server.url), initial, poll_interval=0)
-    b = RedisBankStore(backend(redis_server.url), initial, poll_interval=0)
-    assert a._seed_id is not None and a._seed_id == b._seed_id
+    a = bank_store(redis_server.url, initial)
+    b = bank_store(redis_server.url, initial)
+    assert a._seed is not None and a._seed == b._seed
     res = a.add(batch(class_id=3, starts=(0, 5)))
     assert res.version == 1
-    snap = b.snapshot()  # the other replica sees the write at its next poll
-    assert b.version() == 1
+    wait_for(lambda: b.version() == 1, "the other replica to see the write")
+    snap = b.snapshot()
     assert int(snap.pos_count[3]) == int(initial.pos_count[3]) + 2
     np.testing.assert_allclose(snap.pos_sum, a.snapshot().pos_sum, rtol=0, atol=1e-6)
-    # a third replica starting now loads seed + log from Redis
-    c = RedisBankStore(backend(redis_server.url), initial, poll_interval=0)
+    # a third replica starting now loads the bank and the write from Redis
+    c = bank_store(redis_server.url, initial)
     assert c.version() == 1 and int(c.snapshot().pos_count[3]) == int(snap.pos_count[3])
     # another bundle namespace never sees this bank
-    other = RedisBankStore(backend(redis_server.url, "other"), initial, poll_interval=0)
+    other = bank_store(redis_server.url, initial, "other")
     assert other.version() == 0 and len(other.snapshot()) == len(initial)
+    for s in (a, b, c, other):
+        s.close()
 
 
 def test_redis_bank_seeding_is_guarded_by_a_lock(redis_server: Any) -> None:
@@ -188,21 +183,21 @@ def test_redis_bank_seeding_is_guarded_by_a_lock(redis_server: Any) -> None:
 
     be = backend(redis_server.url)
     r = redis.Redis.from_url(redis_server.url)
-    r.set(be.key("bank", "lock"), "someone-else", px=10_000)
-    store = RedisBankStore(be, small_bank(), poll_interval=0)
-    assert r.get(be.key("bank", "seed_id")) is None  # the lock holder seeds, not us
+    keys = BankKeys(be.base)
+    r.set(keys.lock, "someone-else", px=10_000)
+    store = RedisBankStore(be, small_bank(), poll_interval=0.05)
+    assert r.hget(keys.meta, "seed") is None  # the lock holder seeds, not us
     assert len(store.snapshot()) == len(small_bank())  # we score from our local copy meanwhile
-    r.delete(be.key("bank", "lock"))
-    store.snapshot()
-    assert r.get(be.key("bank", "seed_id")) is not None
+    with pytest.raises(StoreUnavailable, match="being seeded"):
+        store.add(batch())
+    r.delete(keys.lock)
+    wait_for(lambda: r.hget(keys.meta, "seed") is not None, "the bank to be seeded")
+    store.close()
 
 
 def test_redis_bank_down_keeps_local_copy_refuses_writes_and_recovers(redis_server: Any) -> None:
-    import time
-
     rec = Recorder()
-    be = backend(redis_server.url, listener=rec)
-    store = RedisBankStore(be, small_bank(), poll_interval=0, listener=rec)
+    store = bank_store(redis_server.url, small_bank(), listener=rec)
     store.add(batch(class_id=4, starts=(0, 5, 10)))
     with_labels = store.snapshot()
     redis_server.stop()
@@ -211,17 +206,18 @@ def test_redis_bank_down_keeps_local_copy_refuses_writes_and_recovers(redis_serv
         store.add(batch(class_id=1))
     assert rec.degraded_states == [True]
     assert not store.health().reachable
-    assert ("bank", "poll") in rec.errors or ("bank", "add") in rec.errors
+    assert ("bank", "add") in rec.errors
     redis_server.start()  # an empty Redis (no persistence): the replica re-seeds from its copy
-    time.sleep(0.25)
-    assert store.health().reachable
+    wait_for(lambda: store.health().reachable, "Redis to answer again")
+    wait_for(lambda: rec.degraded_states == [True, False], "the store to recover")
     snap = store.snapshot()
-    assert rec.degraded_states == [True, False]
     assert int(snap.pos_count[4]) == int(with_labels.pos_count[4])
     res = store.add(batch(class_id=1, video="after"))
     assert res.version == 1
-    fresh = RedisBankStore(backend(redis_server.url), small_bank(), poll_interval=0)
+    fresh = bank_store(redis_server.url, small_bank())
     assert int(fresh.snapshot().pos_count[4]) == int(with_labels.pos_count[4])
+    store.close()
+    fresh.close()
 
 
 def test_redis_index_down_raises_store_unavailable_fast(redis_server: Any) -> None:
@@ -242,19 +238,15 @@ def test_redis_index_down_raises_store_unavailable_fast(redis_server: Any) -> No
 def test_a_replica_started_while_redis_is_down_serves_its_bundle_bank_then_seeds(
     redis_server: Any,
 ) -> None:
-    import time
-
     rec = Recorder()
     redis_server.stop()
-    store = RedisBankStore(
-        backend(redis_server.url, listener=rec), small_bank(), poll_interval=0, listener=rec
-    )
+    store = bank_store(redis_server.url, small_bank(), listener=rec)
     assert rec.degraded_states == [True]
     assert len(store.snapshot()) == len(small_bank())
     with pytest.raises(StoreUnavailable):
         store.add(batch())
     redis_server.start()
-    time.sleep(0.25)  # past the retry interval: the next snapshot reaches Redis and seeds it
-    store.snapshot()
+    wait_for(lambda: store._seed is not None, "the background thread to seed the bank")
     assert rec.degraded_states == [True, False]
     assert store.add(batch()).version == 1
+    store.close()

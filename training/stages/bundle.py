@@ -99,7 +99,12 @@ def write_train_bundle(
             "preset": run.preset,
         },
         booster=ccrl.booster,
-        ccrl_params={**ccrl.params, "rounds": ccrl.rounds, "max_sim": run.ccrl.max_sim},
+        ccrl_params={
+            **ccrl.params,
+            "rounds": ccrl.rounds,
+            "max_sim": run.ccrl.max_sim,
+            "max_sim_cap": fit.bank.scan_cap,  # entries per (class, label) the max cosine scans
+        },
         bank=fit.bank,
         classes=[
             {**c, "train_videos": int(train_videos[c["id"]])}
