@@ -1,10 +1,12 @@
 """HTTP load from ``hey`` (Debian's compiled load generator), so that the client's own cost is not
 charged to the service the way a Python client's would be.
 
-:func:`run_hey` posts one body file to one URL for a fixed duration from ``concurrency`` workers,
-optionally rate-limited (``hey -q`` is queries per second *per worker*), and reads hey's CSV output
-(one row per answered request) into a :class:`LoadResult`: throughput and latency percentiles.
-``scripts/ensure-bench-deps.sh`` installs hey when it is missing.
+:func:`run_hey` posts one body file to one URL for a fixed duration from ``concurrency`` workers as
+fast as the service answers. :func:`run_paced` offers a fixed rate instead: ``streams`` hey
+processes of one worker each (``hey -q`` is queries per second *per worker*), started 1/rate apart
+so that their requests interleave evenly instead of arriving in bursts. Both read hey's CSV output
+(one row per answered request) into a :class:`LoadResult`. ``scripts/ensure-bench-deps.sh``
+installs hey when it is missing.
 """
 
 from __future__ import annotations
@@ -14,12 +16,16 @@ import io
 import resource
 import shutil
 import subprocess
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import numpy.typing as npt
 
 from loadtests.serving import cpu_seconds
+
+F64 = npt.NDArray[np.float64]
 
 
 class HeyMissing(RuntimeError):
@@ -28,19 +34,18 @@ class HeyMissing(RuntimeError):
 
 @dataclass
 class LoadResult:
-    """What one hey run measured. Latencies in milliseconds.
+    """What one load run measured. Latencies in milliseconds.
 
     Attributes:
-        concurrency: hey workers (``-c``).
-        rate: the total offered rate in requests/s (``-q`` x workers), or None for as fast as
-            the service answers.
+        concurrency: requests in flight at most (hey workers, or paced streams).
+        rate: the offered rate in requests/s, or None for as fast as the service answers.
         ok: answers with status 200.
         errors: answers with another status.
         seconds: from the first request sent to the last answer received.
         throughput: ``ok / seconds``.
         p50_ms, p90_ms, p99_ms, max_ms: latency of the 200 answers.
         client_cpu_s: CPU seconds hey itself used (user + system).
-        server_cpu_s: CPU seconds the server used meanwhile, when the caller measured it.
+        server_cpu_s: CPU seconds the server used meanwhile, when the caller asked for it.
     """
 
     concurrency: int
@@ -74,14 +79,21 @@ def hey_path() -> str:
     return path
 
 
-def parse_csv(text: str, *, concurrency: int, rate: float | None) -> LoadResult:
-    """hey's ``-o csv`` output -> :class:`LoadResult` (``response-time`` and ``offset`` in s)."""
+def read_csv(text: str) -> tuple[F64, F64, npt.NDArray[np.int64]]:
+    """hey's ``-o csv`` output -> (response seconds, start offset seconds, status) per request."""
     rows = list(csv.DictReader(io.StringIO(text)))
     rt = np.asarray([float(r["response-time"]) for r in rows], dtype=np.float64)
     offset = np.asarray([float(r["offset"]) for r in rows], dtype=np.float64)
     status = np.asarray([int(r["status-code"]) for r in rows], dtype=np.int64)
+    return rt, offset, status
+
+
+def summarize(
+    rt: F64, offset: F64, status: npt.NDArray[np.int64], *, concurrency: int, rate: float | None
+) -> LoadResult:
+    """Throughput and latency percentiles of the requests (see :func:`read_csv`)."""
     good = status == 200
-    seconds = float((offset + rt).max() - offset.min()) if rows else 0.0
+    seconds = float((offset + rt).max() - offset.min()) if rt.size else 0.0
     ms = rt[good] * 1000.0
     p50, p90, p99, top = (
         (float(np.percentile(ms, q)) for q in (50, 90, 99, 100)) if ms.size else (float("nan"),) * 4
@@ -101,39 +113,63 @@ def parse_csv(text: str, *, concurrency: int, rate: float | None) -> LoadResult:
     )
 
 
+def _command(url: str, body: Path, *, workers: int, seconds: float, qps: float | None) -> list[str]:
+    cmd = [hey_path(), "-z", f"{seconds:g}s", "-c", str(workers), "-t", "20"]
+    if qps is not None:
+        cmd += ["-q", f"{qps:.3f}"]
+    return [*cmd, "-m", "POST", "-T", "application/json", "-D", str(body), "-o", "csv", url]
+
+
+def _children_cpu() -> float:
+    r = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return r.ru_utime + r.ru_stime
+
+
 def run_hey(
-    url: str,
-    body: Path,
-    *,
-    concurrency: int,
-    seconds: float,
-    rate: float | None = None,
-    timeout_s: int = 20,
-    server_pid: int | None = None,
+    url: str, body: Path, *, concurrency: int, seconds: float, server_pid: int | None = None
 ) -> LoadResult:
     """POST ``body`` (a file of JSON) to ``url`` for ``seconds`` from ``concurrency`` workers.
 
-    Args:
-        rate: total requests/s to offer (split evenly over the workers); None = unlimited.
-        timeout_s: hey's per-request timeout.
-        server_pid: measure this process's CPU time (and its children's) during the run.
+    ``server_pid``: also measure that process's CPU time (and its children's) during the run.
     """
-    cmd = [hey_path(), "-z", f"{seconds:g}s", "-c", str(concurrency), "-t", str(timeout_s)]
-    if rate is not None:
-        cmd += ["-q", f"{rate / concurrency:.3f}"]
-    cmd += ["-m", "POST", "-T", "application/json", "-D", str(body), "-o", "csv", url]
-    server_before = cpu_seconds(server_pid) if server_pid else float("nan")
-    before = resource.getrusage(resource.RUSAGE_CHILDREN)
-    proc = subprocess.run(
-        cmd, capture_output=True, text=True, timeout=seconds + timeout_s + 30, check=False
-    )
-    after = resource.getrusage(resource.RUSAGE_CHILDREN)
-    server_after = cpu_seconds(server_pid) if server_pid else float("nan")
+    cmd = _command(url, body, workers=concurrency, seconds=seconds, qps=None)
+    server0, client0 = cpu_seconds(server_pid) if server_pid else 0.0, _children_cpu()
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=seconds + 60, check=False)
+    client1 = _children_cpu()
     if proc.returncode != 0:
         raise RuntimeError(f"hey exited with {proc.returncode}: {proc.stderr[-2000:]}")
-    result = parse_csv(proc.stdout, concurrency=concurrency, rate=rate)
-    result.server_cpu_s = server_after - server_before
-    result.client_cpu_s = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    result = summarize(*read_csv(proc.stdout), concurrency=concurrency, rate=None)
     if result.ok == 0:
         raise RuntimeError(f"hey got no 200 answer from {url}: {proc.stdout[-1000:]}")
+    result.client_cpu_s = client1 - client0
+    if server_pid:
+        result.server_cpu_s = cpu_seconds(server_pid) - server0
+    return result
+
+
+def run_paced(url: str, body: Path, *, rate: float, streams: int, seconds: float) -> LoadResult:
+    """Offer ``rate`` requests/s for ``seconds``: ``streams`` one-worker hey processes at
+    ``rate / streams`` each, started ``1 / rate`` s apart (at most ``streams`` in flight)."""
+    if rate <= 0 or streams < 1:
+        raise ValueError(f"need rate > 0 and streams >= 1, got {rate}, {streams}")
+    cmd = _command(url, body, workers=1, seconds=seconds, qps=rate / streams)
+    client0 = _children_cpu()
+    procs, starts = [], []
+    t0 = time.perf_counter()
+    for _ in range(streams):
+        starts.append(time.perf_counter() - t0)
+        procs.append(subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE))
+        time.sleep(1.0 / rate)
+    parts = []
+    for proc, start in zip(procs, starts, strict=True):
+        out, err = proc.communicate(timeout=seconds + 60)
+        if proc.returncode != 0:
+            raise RuntimeError(f"hey exited with {proc.returncode}: {err.decode()[-2000:]}")
+        rt, offset, status = read_csv(out.decode())
+        parts.append((rt, offset + start, status))
+    rt, offset, status = (np.concatenate([p[i] for p in parts]) for i in range(3))
+    result = summarize(rt, offset, status, concurrency=streams, rate=rate)
+    result.client_cpu_s = _children_cpu() - client0
+    if result.ok == 0:
+        raise RuntimeError(f"hey got no 200 answer from {url}")
     return result
