@@ -7,10 +7,12 @@ scorer, with a compiled load generator.
    same thread settings) called in this process on the same video's float32 frames, in a loop from
    1 thread, then from 2;
 2. **http**: ``ccrl serve`` on the serving settings of the deploy files
-   (:data:`service.config.DEPLOY_ENV`, its worker count included; the embedded store, since no
+   (:data:`service.config.DEPLOY_ENV`) with one worker (``--workers``; the embedded store, since no
    request writes), loaded by ``hey`` (:mod:`loadtests.hey`) with ``POST /localize`` of one video
    without ``video_id``: base64-uint8 frames at each concurrency, JSON float frames at the best one,
-   then a paced 70% of the best rate for the tail; the same at one worker, for the record;
+   then a paced 70% of the best rate for the tail; base64 again at the deploy files' worker count,
+   for the record (hey's few keep-alive connections land on the workers by chance, so that pass
+   varies from run to run: loadtests/README.md);
 3. **curves**: latency at concurrency 1 against frames per video and against candidate classes
    (the ``classes`` field; capped at the bundle's vocabulary), with the bare latency of each point;
    and the pair-feature cost against the bank size (``bench_features``' synthetic bank and
@@ -67,7 +69,7 @@ class Preset:
     curve_classes: tuple[int, ...] = (1, 5, 10, 20, 50)
     bank_sizes: tuple[int, ...] = (1_000, 10_000, 100_000, 1_000_000)
     bank_repeat: int = 10
-    one_worker: bool = True
+    other_workers: bool = True
 
 
 PRESETS = {
@@ -84,7 +86,7 @@ PRESETS = {
         curve_classes=(1, 2),
         bank_sizes=(500, 1_000),
         bank_repeat=2,
-        one_worker=False,
+        other_workers=False,
     ),
 }
 
@@ -280,7 +282,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         for t in (1, 2)
     }
     env = {k: v for k, v in DEPLOY_ENV.items() if k != "CCRL_WORKERS"}
-    workers = int(DEPLOY_ENV["CCRL_WORKERS"]) if args.workers is None else args.workers
+    workers = args.workers
     res["serving"] = {"workers": workers, **env}
     with tempfile.TemporaryDirectory(prefix="ccrl-bench-http-") as tmp:
         t = Path(tmp)
@@ -304,9 +306,11 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             res["flame_graph"] = profile(
                 srv.pid, srv.url, bodies["b64"], p.profile_s, args.out / "flame.svg"
             )
-        if p.one_worker and workers != 1:
-            with serve(args.bundle, env=env, workers=1) as srv:
-                res["http_1_worker"] = http_pass(srv.url, srv.pid, bodies, p, with_json=False)
+        other = int(DEPLOY_ENV["CCRL_WORKERS"]) if workers == 1 else 1
+        if p.other_workers and other != workers:
+            with serve(args.bundle, env=env, workers=other) as srv:
+                res["http_other_workers"] = http_pass(srv.url, srv.pid, bodies, p, with_json=False)
+                res["http_other_workers"]["workers"] = other
     res["curves"]["bank"] = bank_curve(p, args.seed)
     res.update(ratios(res))
     res["machine"] = {
@@ -326,7 +330,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         "--bundle", type=Path, required=True, help="Model bundle (make serve: models/demo)."
     )
     ap.add_argument("--preset", choices=sorted(PRESETS), default="quick")
-    ap.add_argument("--workers", type=int, help="Server workers (default: the deploy files').")
+    ap.add_argument(
+        "--workers", type=int, default=1, help="Server workers of the main pass (default 1)."
+    )
     ap.add_argument("--out", type=Path, default=RESULTS, help="Where latest.json and the plots go.")
     ap.add_argument(
         "--readme",

@@ -80,7 +80,8 @@ def _rows(res: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
         (f"bare, {r['threads']} thread{'s' * (r['threads'] > 1)}", r) for r in res["bare"].values()
     ]
     w = res["serving"]["workers"]
-    for key, name in (("http", f"{w} worker(s)"), ("http_1_worker", "1 worker")):
+    other = res.get("http_other_workers", {}).get("workers")
+    for key, name in (("http", f"{w} worker(s)"), ("http_other_workers", f"{other} worker(s)")):
         if key not in res:
             continue
         for c, r in res[key]["b64"].items():
