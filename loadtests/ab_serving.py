@@ -11,7 +11,7 @@ machine shared with other work: it moves much less than throughput when other pr
 
 ``micro``: the code-level changes, timed in this process against what they replaced (best of N):
 the answer's serialization (``json.dumps`` vs orjson), the JSON-float body (pydantic-core + numpy
-vs simdjson), and the longest garbage-collector pause over 1,500 requests without and with
+vs simdjson), and a full garbage collection of the serving process without and with
 ``gc.freeze``. Nothing is asserted: it prints what it measures.
 """
 
@@ -22,7 +22,6 @@ import gc
 import json
 import statistics
 import tempfile
-import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -124,33 +123,21 @@ def ab_micro(bundle: Path) -> None:
     for name, s in ms.items():
         print(f"{name:<40} {s * 1000:8.3f} ms")
     for frozen in (False, True):
-        print(f"gc.freeze {frozen}: longest collection {gc_pause(rt, b64, frozen) * 1000:.1f} ms")
+        seconds, objects = full_collection(frozen)
+        print(f"full collection, gc.freeze {frozen}: {seconds * 1000:.2f} ms, {objects} objects")
 
 
-def gc_pause(rt: Any, body: bytes, frozen: bool) -> float:
-    """The longest garbage collection during 1,500 /localize computations (seconds)."""
-    from service.api import routes
-
+def full_collection(frozen: bool) -> tuple[float, int]:
+    """Best-of-5 seconds of a full garbage collection, and the objects it walks, in this process
+    (modules, the bundle's Python objects: what a serving process holds) without or with
+    ``gc.freeze`` first."""
     gc.collect()
     if frozen:
         gc.freeze()
-    longest, start = 0.0, [0.0]
-
-    def hook(phase: str, info: dict[str, int]) -> None:
-        nonlocal longest
-        if phase == "start":
-            start[0] = time.perf_counter()
-        else:
-            longest = max(longest, time.perf_counter() - start[0])
-
-    gc.callbacks.append(hook)
     try:
-        for _ in range(1500):
-            routes._localize(rt, body, {})
+        return best_of(5, gc.collect), len(gc.get_objects())
     finally:
-        gc.callbacks.remove(hook)
         gc.unfreeze()
-    return longest
 
 
 def main(argv: Sequence[str] | None = None) -> None:
