@@ -166,6 +166,7 @@ def decode_frames(
     if isinstance(value, list):
         arr = _from_json_array(value, field)
     elif isinstance(value, np.ndarray) and value.dtype.kind in "fiu":  # JSON arrays read ahead
+        check_values(value, field)  # as for the JSON array: before the float32 cast
         arr = value.astype(np.float32, copy=False)
     elif isinstance(value, Mapping):
         arr = _from_b64(value, field, max_frames)

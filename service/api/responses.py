@@ -1,9 +1,9 @@
 """JSON answers as bytes, built with orjson (about 15x faster than ``json.dumps`` on a
 ``/localize`` answer; loadtests/README.md has the measurements).
 
-The bytes are what ``json.dumps(data, separators=(",", ":"))`` writes, except that non-ASCII
-text stays UTF-8 instead of ``\\uXXXX`` escapes (both valid JSON, the same string once parsed).
-Floats are written as the shortest text that reads back to the same float64, like ``repr``.
+The answer parses to what ``json.dumps(data, separators=(",", ":"))`` would give: floats are
+written as the shortest text that reads back to the same float64 (``1e-7`` where ``json.dumps``
+writes ``1e-07``), and non-ASCII text stays UTF-8 instead of ``\\uXXXX`` escapes.
 orjson writes a non-finite float as ``null``; no answer holds one (frames are checked finite on
 the way in, and every score is a sigmoid output).
 """
