@@ -66,6 +66,14 @@ def summary_table(res: dict[str, Any]) -> str:
         )
     load = res["machine"]
     lines.append("")
+    before = load["loadavg_before"][0]  # after the run it counts the benchmark itself
+    if before > 0.5 * load["cpus"]:
+        lines.append(
+            f"**Measured on a busy machine** (load average {before:.1f} on {load['cpus']} CPUs "
+            "before the run): other processes took CPU from the server, the client and the bare "
+            "loop alike, so these figures are not the service's; re-run on an idle machine."
+        )
+        lines.append("")
     lines.append(
         f"`make bench` preset `{res['preset']}`, {res['video_frames']}-frame video, bundle "
         f"`{res['bundle']}`, {res['serving']['workers']} worker(s), {load['cpus']} CPUs, "
