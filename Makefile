@@ -12,7 +12,7 @@ DEMO_BUNDLE ?= models/demo
 HOST ?= 127.0.0.1
 PORT ?= 8000
 
-.PHONY: venv serve test test-deps lint bench clean
+.PHONY: venv serve test test-deps lint bench bench-quick bench-deps clean
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -44,8 +44,20 @@ lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 
-bench: $(STAMP)
-	$(BIN)/python -m loadtests.bench_read
+# The serving-speed benchmark (loadtests/README.md): the HTTP service against the bare scorer on
+# the demo bundle, with hey; writes loadtests/results/ and the READMEs' tables. About 3 minutes
+# (bench) or 2 (bench-quick) on 2 cores: run it on an otherwise idle machine.
+$(DEMO_BUNDLE)/manifest.json: | $(STAMP)
+	$(BIN)/ccrl demo --data $(DEMO_DATA) --bundle $(DEMO_BUNDLE) --build-only
+
+bench-deps:
+	@bash scripts/ensure-bench-deps.sh $(BIN)/python
+
+bench: $(STAMP) bench-deps $(DEMO_BUNDLE)/manifest.json
+	$(BIN)/python -m loadtests.bench_http --preset full --bundle $(DEMO_BUNDLE)
+
+bench-quick: $(STAMP) bench-deps $(DEMO_BUNDLE)/manifest.json
+	$(BIN)/python -m loadtests.bench_http --preset quick --bundle $(DEMO_BUNDLE)
 
 clean:
 	rm -rf $(VENV) build dist *.egg-info .pytest_cache .ruff_cache .mypy_cache

@@ -55,7 +55,9 @@ def serve(
     ] = None,
     host: Annotated[str, typer.Option(help="Bind address.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="Port.")] = 8000,
-    workers: Annotated[int, typer.Option(help="Worker processes.")] = 1,
+    workers: Annotated[
+        int | None, typer.Option(help="Worker processes (default: $CCRL_WORKERS, else 1).")
+    ] = None,
 ) -> None:
     """Serve the localization API (runtime only: no torch, no training code)."""
     from service.api.server import run_server

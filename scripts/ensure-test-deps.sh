@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # What the test suite needs outside Python, installed and started when missing:
 # - redis-server answering on 127.0.0.1:$REDIS_PORT (default 6379): the Redis store tests use it;
-# - promtool (Debian package `prometheus`): checks deploy/prometheus config, rules and alert tests.
+# - promtool (Debian package `prometheus`): checks deploy/prometheus config, rules and alert tests;
+# - hey (Debian package `hey`): the load generator that the benchmark's tiny run in the suite uses.
 # Debian packages are installed with apt-get (as root, or through sudo).
 set -euo pipefail
 port="${REDIS_PORT:-6379}"
@@ -9,6 +10,7 @@ SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
 missing=()
 command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)
 command -v promtool >/dev/null 2>&1 || missing+=(prometheus)
+command -v hey >/dev/null 2>&1 || missing+=(hey)
 if [ "${#missing[@]}" -gt 0 ]; then
     echo "installing ${missing[*]} with apt-get" >&2
     $SUDO apt-get update -qq

@@ -24,6 +24,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from service.tuning import session_options
 from service.yt8m import FEATURE_DIM
 
 F32 = npt.NDArray[np.float32]
@@ -78,6 +79,7 @@ def open_session(
     *,
     inter_threads: int = 1,
     outputs: Sequence[str] = OUTPUT_NAMES,
+    spinning: bool = False,
 ) -> Any:
     """An ONNX Runtime session on a graph whose input is ``frames`` and outputs include ``outputs``.
 
@@ -87,6 +89,7 @@ def open_session(
         providers: ``cpu``, ``auto`` or ``cuda``, see :func:`ort_providers`.
         inter_threads: inter-op threads.
         outputs: the output names the graph must have.
+        spinning: let the pool threads busy-wait between operators (see :mod:`service.tuning`).
 
     Raises:
         FileNotFoundError: no file at ``path``.
@@ -97,10 +100,7 @@ def open_session(
     p = Path(path)
     if not p.is_file():
         raise FileNotFoundError(f"ONNX graph {p} does not exist")
-    opts = ort.SessionOptions()
-    opts.intra_op_num_threads = max(1, int(threads))
-    opts.inter_op_num_threads = max(1, int(inter_threads))
-    opts.log_severity_level = 3
+    opts = session_options(max(1, int(threads)), max(1, int(inter_threads)), spinning=spinning)
     session = ort.InferenceSession(str(p), sess_options=opts, providers=ort_providers(providers))
     got_in = [i.name for i in session.get_inputs()]
     got_out = [o.name for o in session.get_outputs()]

@@ -10,7 +10,7 @@ Environment variables (all optional except the bundle, which ``--bundle`` may gi
   shorter than 16 characters is refused at start-up.
 - ``CCRL_INDEX_TOKEN``: a second token that may only index videos (``/localize`` with a
   ``video_id``); the write token may index too.
-- ``CCRL_*``: every other field below, e.g. ``CCRL_MAX_CLASSES=20``, ``CCRL_ORT_INTRA_THREADS=2``.
+- ``CCRL_*``: every other field below, e.g. ``CCRL_MAX_CLASSES=20``, ``CCRL_WORKERS=2``.
 
 Connection limits (``ccrl serve``, enforced by :mod:`service.api.protocol` and uvicorn):
 ``CCRL_MAX_HEADER_BYTES`` (a request head larger than this is a 400), ``CCRL_MAX_HEADERS`` (more
@@ -23,6 +23,7 @@ after it), ``CCRL_MAX_CONNECTIONS`` (requests on connections beyond it are answe
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 from pydantic import AliasChoices, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -30,6 +31,23 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from service.yt8m import MAX_FRAMES, SEGMENT_FRAMES
 
 MIN_TOKEN_LENGTH = 16
+
+# The serving settings of a 2-CPU replica with Redis, as measured in loadtests/README.md: the
+# deploy files (compose, Kubernetes, the Dockerfile) set exactly these, and a test checks that
+# they do. Every value but the worker count is also the default below (one worker is the default
+# because the embedded store is per process: several workers need REDIS_URL).
+DEPLOY_ENV: dict[str, str] = {
+    "CCRL_WORKERS": "2",
+    "CCRL_ORT_INTRA_THREADS": "1",
+    "CCRL_ORT_INTER_THREADS": "1",
+    "CCRL_ORT_SPINNING": "false",
+    "CCRL_XGB_NTHREAD": "1",
+    "CCRL_BLAS_THREADS": "1",
+    "CCRL_MAX_CONCURRENT_SCORING": "2",
+    "CCRL_SCORE_ON_LOOP": "true",
+    "CCRL_EVENT_LOOP": "uvloop",
+    "CCRL_ACCESS_LOG": "false",
+}
 
 
 class Settings(BaseSettings):
@@ -87,15 +105,35 @@ class Settings(BaseSettings):
         default=1000, ge=1, le=100_000, description="Concurrent connections; 503 beyond them."
     )
 
-    ort_intra_threads: int = Field(default=2, ge=1, le=256)
+    # Serving speed (loadtests/README.md): one thread per native pool and no spinning, /localize
+    # scored on the event loop, uvloop, no access log; worker processes for parallelism.
+    ort_intra_threads: int = Field(default=1, ge=1, le=256)
     ort_inter_threads: int = Field(default=1, ge=1, le=256)
+    ort_spinning: bool = Field(
+        default=False, description="Let ONNX Runtime's pool threads busy-wait between operators."
+    )
     ort_providers: str = Field(
         default="auto", description="'auto' (CUDA when available, else CPU) or 'cpu'."
     )
-    xgb_nthread: int = Field(default=2, ge=1, le=256)
+    xgb_nthread: int = Field(default=1, ge=1, le=256)
+    blas_threads: int = Field(default=1, ge=1, le=256, description="numpy's BLAS threads.")
     max_concurrent_scoring: int = Field(
         default=2, ge=1, le=64, description="Requests scored at once per process."
     )
+    score_on_loop: bool = Field(
+        default=True,
+        description="Score /localize on the event loop (no thread hop); else in the thread pool.",
+    )
+    workers: int = Field(
+        default=1,
+        ge=1,
+        le=64,
+        description="`ccrl serve` worker processes (more than 1 needs REDIS_URL to share state).",
+    )
+    event_loop: Literal["auto", "asyncio", "uvloop"] = Field(
+        default="uvloop", description="uvicorn's event loop."
+    )
+    access_log: bool = Field(default=False, description="uvicorn's access log line per request.")
 
     max_classes: int = Field(default=20, ge=1, le=10_000, description="Candidate classes.")
     min_video_score: float = Field(

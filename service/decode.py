@@ -158,12 +158,16 @@ def decode_frames(
     """Decode one FRAMES payload into float32 [F, width], checking shape, frame count and values.
 
     Args:
-        value: the parsed JSON value (a list of lists, or a ``{"b64", "dtype", "shape"}`` object).
+        value: the parsed JSON value (a list of lists, or a ``{"b64", "dtype", "shape"}`` object),
+            or the numbers of a list of lists already read into a numpy array [F, D].
         field: the field name used in error messages (``"rgb"`` or ``"audio"``).
         width: the expected values per frame (1024 for rgb, 128 for audio).
     """
     if isinstance(value, list):
         arr = _from_json_array(value, field)
+    elif isinstance(value, np.ndarray) and value.dtype.kind in "fiu":  # JSON arrays read ahead
+        check_values(value, field)  # as for the JSON array: before the float32 cast
+        arr = value.astype(np.float32, copy=False)
     elif isinstance(value, Mapping):
         arr = _from_b64(value, field, max_frames)
     else:

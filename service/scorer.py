@@ -112,10 +112,15 @@ class Scorer:
         inter_threads: int = 1,
         providers: str = "auto",
         xgb_nthread: int = 1,
+        spinning: bool = False,
     ) -> None:
         self.bundle = bundle
         self.session = candidate.open_session(
-            bundle.candidate_path, intra_threads, providers, inter_threads=inter_threads
+            bundle.candidate_path,
+            intra_threads,
+            providers,
+            inter_threads=inter_threads,
+            spinning=spinning,
         )
         self.providers: list[str] = list(self.session.get_providers())
         self.booster = bundle.booster

@@ -30,6 +30,7 @@ from service.config import Settings
 from service.scorer import Scorer
 from service.stores.base import BankStore, IndexStore
 from service.stores.memory import MemoryBankStore, MemoryIndexStore
+from service.tuning import freeze_heap, limit_blas_threads
 
 log = logging.getLogger("ccrl.api")
 
@@ -80,6 +81,7 @@ def build_runtime(settings: Settings) -> Runtime:
     if settings.bundle is None:
         raise BundleError("no model bundle: set CCRL_BUNDLE or pass --bundle DIR")
     t0 = time.perf_counter()
+    limit_blas_threads(settings.blas_threads)
     bundle = load_bundle(
         settings.bundle, verify=settings.verify_bundle, nthread=settings.xgb_nthread
     )
@@ -89,6 +91,7 @@ def build_runtime(settings: Settings) -> Runtime:
         inter_threads=settings.ort_inter_threads,
         providers=settings.ort_providers,
         xgb_nthread=settings.xgb_nthread,
+        spinning=settings.ort_spinning,
     )
     metrics = Metrics()
     metrics.set_model(bundle.manifest.name, bundle.manifest.version)
@@ -195,6 +198,8 @@ def create_app(settings: Settings | None = None, *, runtime: Runtime | None = No
         owned = runtime is None
         rt = runtime or build_runtime(settings or Settings())
         app.state.runtime = rt
+        if owned:
+            freeze_heap()
         try:
             yield
         finally:

@@ -1,5 +1,6 @@
-"""The HTTP routes: parse, call the runtime, answer. Blocking work (JSON parsing of big bodies,
-decoding, ONNX Runtime, XGBoost, Redis) runs in the threadpool, never on the event loop.
+"""The HTTP routes: parse, call the runtime, answer. ``/localize`` scores on the event loop by
+default (``CCRL_SCORE_ON_LOOP``: a thread hop cost more than it overlapped, loadtests/README.md;
+worker processes give the parallelism); the label writes and index reads run in the threadpool.
 
 The domain rules live outside this package: the localize-then-index step in
 :mod:`service.localize`, the label checks and slicing in :mod:`service.labels`, the response
@@ -8,7 +9,6 @@ shapes in :mod:`service.api.schemas` (built by its functions, serialized here as
 
 from __future__ import annotations
 
-import json
 import time
 from typing import Any
 
@@ -19,8 +19,10 @@ from starlette.concurrency import run_in_threadpool
 
 from service import labels
 from service.api import auth, schemas
+from service.api.bodies import parse_frames_body
 from service.api.errors import ClassNotFound, MalformedBody
 from service.api.guards import require_json
+from service.api.responses import json_response
 from service.api.runtime import Runtime, RuntimeDep
 from service.decode import InputError, decode_video
 from service.localize import LocalizeQuery
@@ -34,8 +36,7 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
 
 
 def _json(data: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
-    body = json.dumps(data, separators=(",", ":"), allow_nan=False).encode()
-    return Response(body, status_code=status, media_type="application/json", headers=headers)
+    return json_response(data, status, headers)
 
 
 def _parse(body: bytes, model: type[schemas._Strict]) -> Any:
@@ -74,7 +75,9 @@ def _localize(
 ) -> tuple[schemas.LocalizeResponse, dict[str, float]]:
     with rt.slots:  # parsing and scoring; the index write below holds no slot
         t0 = time.perf_counter()
-        req: schemas.LocalizeRequest = _parse(body, schemas.LocalizeRequest)
+        req = parse_frames_body(
+            body, schemas.LocalizeRequest, lambda b: _parse(b, schemas.LocalizeRequest)
+        )
         query = LocalizeQuery(
             req.rgb,
             req.audio,
@@ -107,7 +110,10 @@ def _localize(
 )
 async def localize(request: Request, rt: RuntimeDep) -> Response:
     body = await request.body()
-    out, timings = await run_in_threadpool(_localize, rt, body, request.headers)
+    if rt.settings.score_on_loop:  # no thread hop: loadtests/README.md
+        out, timings = _localize(rt, body, request.headers)
+    else:
+        out, timings = await run_in_threadpool(_localize, rt, body, request.headers)
     return _json(out, headers={"Server-Timing": _server_timing(timings)})
 
 

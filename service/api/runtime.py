@@ -52,8 +52,11 @@ class Runtime:
         self.index.close()
 
 
-def get_runtime(request: Request) -> Runtime:
-    """The app's runtime; :class:`NotReady` (503) until the lifespan has loaded it."""
+async def get_runtime(request: Request) -> Runtime:
+    """The app's runtime; :class:`NotReady` (503) until the lifespan has loaded it.
+
+    ``async`` so that FastAPI calls it on the event loop: a plain function dependency would be run
+    in the thread pool, a thread hop per request (loadtests/README.md)."""
     rt: Runtime | None = getattr(request.app.state, "runtime", None)
     if rt is None:
         raise NotReady("the model is not loaded yet")

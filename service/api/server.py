@@ -68,22 +68,26 @@ def run_server(
     bundle: Path | str | None = None,
     host: str = "127.0.0.1",
     port: int = 8000,
-    workers: int = 1,
+    workers: int | None = None,
     *,
     log_level: str = "info",
 ) -> None:
     """Serve the API on ``host:port`` with ``workers`` processes until interrupted.
 
+    The event loop and the access log are the settings' (``CCRL_EVENT_LOOP``,
+    ``CCRL_ACCESS_LOG``), and so is the default worker count (``CCRL_WORKERS``).
+
     Args:
         bundle: the model bundle folder (default ``$CCRL_BUNDLE``).
         host: bind address.
         port: TCP port.
-        workers: uvicorn worker processes (each loads the bundle; share state through Redis).
+        workers: uvicorn worker processes (each loads the bundle; share state through Redis);
+            None = ``CCRL_WORKERS`` (default 1).
     """
     import uvicorn
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
-    if workers < 1:
+    if workers is not None and workers < 1:
         print(f"error: --workers must be >= 1, got {workers}", file=sys.stderr)
         raise SystemExit(2)
     try:
@@ -93,6 +97,7 @@ def run_server(
         raise SystemExit(1) from None
     os.environ["CCRL_BUNDLE"] = str(path)
     settings = load_settings()
+    workers = settings.workers if workers is None else workers
     mp_dir: str | None = None
     if workers > 1:
         mp_dir = tempfile.mkdtemp(prefix="ccrl-prometheus-")
@@ -112,6 +117,8 @@ def run_server(
             port=port,
             workers=workers,
             log_level=log_level,
+            loop=settings.event_loop,
+            access_log=settings.access_log,
             timeout_graceful_shutdown=10,
             **uvicorn_limits(settings),
         )

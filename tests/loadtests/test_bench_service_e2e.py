@@ -1,7 +1,7 @@
 """End to end: the service benchmark and the Locust scenarios against a real ``ccrl serve``.
 
-A tiny real bundle is trained once (synthetic corpus + ``training.pipeline.run_train``); the
-benchmark then runs every phase with a handful of requests, and Locust runs headless for a few
+A tiny real bundle is trained once (``tiny_bundle`` in this folder's conftest); the benchmark
+then runs every phase with a handful of requests, and Locust runs headless for a few
 seconds against a server started the benchmark's way. Counts and errors are asserted, never speed.
 """
 
@@ -24,38 +24,6 @@ sys.path.insert(0, str(ROOT))
 from loadtests.bench_service import run, running_server  # noqa: E402
 
 TOKEN = "bench-e2e-token-0123"
-
-
-@pytest.fixture(scope="module")
-def tiny_bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    pipeline = pytest.importorskip(
-        "training.pipeline", reason="training.pipeline (run_train) is not there yet"
-    )
-    from training.synth import run_synth
-
-    work = tmp_path_factory.mktemp("bench-e2e")
-    run_synth(
-        work / "data",
-        videos=80,
-        classes=12,
-        seed=5,
-        shards=1,
-        min_frames=30,
-        max_frames=60,
-        progress=False,
-    )
-    pipeline.run_train(
-        work / "data",
-        work / "bundle",
-        preset="small",
-        seed=0,
-        threads=1,
-        candidate_epochs=1,
-        convnet_pretrain_epochs=0,
-        progress=False,
-    )
-    assert (work / "bundle" / "manifest.json").is_file()
-    return work / "bundle"
 
 
 @pytest.mark.slow

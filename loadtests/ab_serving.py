@@ -1,0 +1,158 @@
+"""A/B measurements behind the serving-speed changes recorded in loadtests/README.md.
+
+    python -m loadtests.ab_serving http  --bundle models/demo [--rounds 2] [--seconds 2.5]
+    python -m loadtests.ab_serving micro --bundle models/demo
+
+``http``: ``ccrl serve`` under each variant of :data:`VARIANTS` (the tuned defaults, then one
+setting reverted at a time, and the settings before the changes), rounds interleaved so that every
+variant sees the same machine; prints the median throughput, latency and server CPU per request at
+concurrency 1 and 4 (base64 body, 90 frames). Server CPU per request is the figure to compare on a
+machine shared with other work: it moves much less than throughput when other processes take CPU.
+
+``micro``: the code-level changes, timed in this process against what they replaced (best of N):
+the answer's serialization (``json.dumps`` vs orjson), the JSON-float body (pydantic-core + numpy
+vs simdjson), and a full garbage collection of the serving process without and with
+``gc.freeze``. Nothing is asserted: it prints what it measures.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import json
+import statistics
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from loadtests.hey import LoadResult, run_hey
+from loadtests.payloads import encode_json, localize_body, random_videos
+from loadtests.serving import serve
+from loadtests.timing import best_of
+
+# name -> (environment, workers); every variant starts from the service defaults.
+VARIANTS: dict[str, tuple[dict[str, str], int]] = {
+    "tuned (defaults)": ({}, 1),
+    "BLAS 2 threads": ({"CCRL_BLAS_THREADS": "2"}, 1),
+    "ORT+XGBoost 2 threads, spinning": (
+        {"CCRL_ORT_INTRA_THREADS": "2", "CCRL_XGB_NTHREAD": "2", "CCRL_ORT_SPINNING": "true"},
+        1,
+    ),
+    "thread pool, not on the loop": ({"CCRL_SCORE_ON_LOOP": "false"}, 1),
+    "access log on": ({"CCRL_ACCESS_LOG": "true"}, 1),
+    "asyncio loop": ({"CCRL_EVENT_LOOP": "asyncio"}, 1),
+    "before (2 threads each, pool, log)": (
+        {
+            "CCRL_BLAS_THREADS": "2",
+            "CCRL_ORT_INTRA_THREADS": "2",
+            "CCRL_XGB_NTHREAD": "2",
+            "CCRL_ORT_SPINNING": "true",
+            "CCRL_SCORE_ON_LOOP": "false",
+            "CCRL_ACCESS_LOG": "true",
+        },
+        1,
+    ),
+    "tuned, 2 workers": ({}, 2),
+}
+
+
+def ab_http(bundle: Path, rounds: int, seconds: float, names: Sequence[str]) -> None:
+    video = random_videos(1, min_frames=90, max_frames=90, seed=0)[0]
+    runs: dict[tuple[str, int], list[LoadResult]] = {}
+    with tempfile.TemporaryDirectory(prefix="ccrl-ab-") as tmp:
+        body = Path(tmp) / "b64.json"
+        body.write_bytes(encode_json(localize_body(video, "b64")))
+        for _ in range(rounds):
+            for name in names:
+                env, workers = VARIANTS[name]
+                with serve(bundle, env=env, workers=workers) as srv:
+                    url = f"{srv.url}/localize"
+                    run_hey(url, body, concurrency=2, seconds=1)
+                    for c in (1, 4):
+                        r = run_hey(url, body, concurrency=c, seconds=seconds, server_pid=srv.pid)
+                        runs.setdefault((name, c), []).append(r)
+    print(
+        f"{'variant':<36} {'c':>2} {'videos/s':>9} {'p50 ms':>7} {'p99 ms':>7} {'CPU ms/req':>10}"
+    )
+    for (name, c), rs in runs.items():
+
+        def med(f: Any, rs: list[LoadResult] = rs) -> float:
+            return statistics.median(f(r) for r in rs)
+
+        print(
+            f"{name:<36} {c:>2} {med(lambda r: r.throughput):9.1f} {med(lambda r: r.p50_ms):7.2f} "
+            f"{med(lambda r: r.p99_ms):7.2f} {med(lambda r: r.server_cpu_ms):10.3f}"
+        )
+
+
+def ab_micro(bundle: Path) -> None:
+    import orjson
+    import pydantic_core
+
+    from service.api import routes, schemas
+    from service.api.app import build_runtime
+    from service.api.bodies import parse_frames_body
+    from service.config import Settings
+    from service.decode import decode_video
+    from service.localize import LocalizeQuery
+
+    rt = build_runtime(Settings(bundle=bundle, redis_url=None))
+    video = random_videos(1, min_frames=90, max_frames=90, seed=0)[0]
+    b64 = encode_json(localize_body(video, "b64"))
+    floats = encode_json(localize_body(video, "json"))
+    req = routes._parse(b64, schemas.LocalizeRequest)
+    done = rt.localizer.score(LocalizeQuery(req.rgb, req.audio))
+    out = schemas.localize_response(done, rt.model_version)
+    ms = {
+        "json.dumps answer": best_of(200, lambda: json.dumps(out, separators=(",", ":")).encode()),
+        "orjson answer": best_of(200, lambda: orjson.dumps(out)),
+    }
+
+    def generic() -> None:
+        obj = pydantic_core.from_json(floats, allow_inf_nan=True)
+        decode_video(obj["rgb"], obj["audio"])
+
+    def fast() -> None:
+        r = parse_frames_body(floats, schemas.LocalizeRequest, lambda b: None)  # type: ignore
+        decode_video(r.rgb, r.audio)
+
+    ms["JSON floats: pydantic-core + numpy"] = best_of(20, generic)
+    ms["JSON floats: simdjson"] = best_of(20, fast)
+    ms["base64 body: parse + decode"] = best_of(50, lambda: decode_video(req.rgb, req.audio))
+    for name, s in ms.items():
+        print(f"{name:<40} {s * 1000:8.3f} ms")
+    for frozen in (False, True):
+        seconds, objects = full_collection(frozen)
+        print(f"full collection, gc.freeze {frozen}: {seconds * 1000:.2f} ms, {objects} objects")
+
+
+def full_collection(frozen: bool) -> tuple[float, int]:
+    """Best-of-5 seconds of a full garbage collection, and the objects it walks, in this process
+    (modules, the bundle's Python objects: what a serving process holds) without or with
+    ``gc.freeze`` first."""
+    gc.collect()
+    if frozen:
+        gc.freeze()
+    try:
+        return best_of(5, gc.collect), len(gc.get_objects())
+    finally:
+        gc.unfreeze()
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("mode", choices=["http", "micro"])
+    ap.add_argument("--bundle", type=Path, required=True)
+    ap.add_argument("--rounds", type=int, default=2)
+    ap.add_argument("--seconds", type=float, default=2.5)
+    ap.add_argument("--variants", nargs="*", default=list(VARIANTS), choices=list(VARIANTS))
+    args = ap.parse_args(argv)
+    if args.mode == "http":
+        ab_http(args.bundle, args.rounds, args.seconds, args.variants)
+    else:
+        ab_micro(args.bundle)
+
+
+if __name__ == "__main__":
+    main()
