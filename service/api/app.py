@@ -23,6 +23,7 @@ from service.api.errors import BodyTooLarge, error_response, install_error_handl
 from service.api.guards import HeaderGuard, install_disconnect_handler
 from service.api.metrics import Metrics
 from service.api.openapi import install_openapi
+from service.api.review_routes import router as review_router
 from service.api.routes import router
 from service.api.runtime import Runtime
 from service.bundle import Bundle, BundleError, load_bundle
@@ -219,6 +220,7 @@ def create_app(settings: Settings | None = None, *, runtime: Runtime | None = No
     install_disconnect_handler(app)
     app.include_router(router)
     install_openapi(app)
+    app.include_router(review_router)
     limit = settings.max_body_bytes if settings is not None else None
     app.add_middleware(
         HeaderGuard,
