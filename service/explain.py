@@ -21,6 +21,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -29,7 +30,7 @@ import xgboost as xgb
 from service.bank import ClassBank, unit_rows
 from service.features import FEATURE_TYPES
 from service.scorer import Localization
-from service.yt8m import SEGMENT_FRAMES
+from service.yt8m import SEGMENT_FRAMES, segment_end
 
 F32 = npt.NDArray[np.float32]
 I64 = npt.NDArray[np.int64]
@@ -81,6 +82,33 @@ class Evidence:
     negatives: tuple[Neighbour, ...] = ()
 
 
+def evidence_json(e: Evidence) -> dict[str, Any]:
+    """The JSON of one segment's evidence (``EvidenceOut`` of the API, ``ccrl explain --json``)."""
+
+    def near(found: Sequence[Neighbour]) -> list[dict[str, Any]]:
+        return [
+            {
+                "video_id": n.video_id,
+                "start": n.start,
+                "end": segment_end(n.start),
+                "label": 1 if n.label else 0,
+                "cosine": n.cosine,
+            }
+            for n in found
+        ]
+
+    return {
+        "margin": e.margin,
+        "bias": e.bias,
+        "rest": e.rest,
+        "contributions": [
+            {"feature": c.feature, "value": c.value, "contribution": c.contribution}
+            for c in e.contributions
+        ],
+        "neighbours": {"positive": near(e.positives), "negative": near(e.negatives)},
+    }
+
+
 # ---------------------------------------------------------------------------- contributions
 def pair_contributions(booster: xgb.Booster, x: F32) -> tuple[F32, F32]:
     """TreeSHAP of feature rows: float32 [n, NF] -> (contributions [n, NF], bias [n]).
@@ -93,12 +121,13 @@ def pair_contributions(booster: xgb.Booster, x: F32) -> tuple[F32, F32]:
         raise ValueError(f"feature rows must be [n, {nf}], got shape {tuple(x.shape)}")
     if x.shape[0] == 0:
         return np.zeros((0, nf), np.float32), np.zeros(0, np.float32)
-    dm = xgb.DMatrix(
+    dm = xgb.DMatrix(  # one thread: on a busy machine an OpenMP team costs more than the copy
         x,
         feature_names=booster.feature_names,
         feature_types=list(booster.feature_types or FEATURE_TYPES),
         enable_categorical=True,
         missing=np.nan,
+        nthread=1,
     )
     phi = np.asarray(booster.predict(dm, pred_contribs=True), dtype=np.float32)
     return phi[:, :nf], phi[:, nf]
@@ -108,16 +137,21 @@ def top_contributions(
     phi: F32, bias: F32, x: F32, names: Sequence[str], top: int = TOP_FEATURES
 ) -> list[Evidence]:
     """One :class:`Evidence` (no neighbours yet) per row of contributions ``phi [n, NF]``."""
-    out = []
-    margins = phi.astype(np.float64).sum(axis=1) + bias
     order = np.argsort(-np.abs(phi), axis=1, kind="stable")[:, :top]  # [n, top]
-    for i in range(phi.shape[0]):
-        listed = []
-        for j in order[i].tolist():
-            v = float(x[i, j])
-            listed.append(Contribution(names[j], None if np.isnan(v) else v, float(phi[i, j])))
-        rest = float(phi[i].astype(np.float64).sum() - phi[i, order[i]].astype(np.float64).sum())
-        out.append(Evidence(float(margins[i]), float(bias[i]), rest, tuple(listed)))
+    listed = np.take_along_axis(phi, order, axis=1)
+    total = phi.astype(np.float64).sum(axis=1)
+    rests = (total - listed.astype(np.float64).sum(axis=1)).tolist()
+    margins = (total + bias).tolist()
+    values = np.take_along_axis(x, order, axis=1).tolist()
+    out = []
+    for i, (cols, vals, cons) in enumerate(
+        zip(order.tolist(), values, listed.tolist(), strict=True)
+    ):
+        parts = tuple(
+            Contribution(names[j], None if v != v else v, c)  # v != v: NaN, a missing value
+            for j, v, c in zip(cols, vals, cons, strict=True)
+        )
+        out.append(Evidence(margins[i], float(bias[i]), rests[i], parts))
     return out
 
 
@@ -145,21 +179,21 @@ def nearest_labelled(
         return [((), ())] * n
     sims = unit_rows(embeddings) @ bank.emb[idx].T  # [n, m]
     labels = bank.emb_label[idx]
-    videos, starts = bank.emb_video[idx], bank.emb_start[idx]
+    videos, starts = bank.emb_video[idx].tolist(), bank.emb_start[idx].tolist()
     found = []
     for label in (1, 0):
         cols = np.flatnonzero(labels == label)
-        per_row: list[tuple[Neighbour, ...]] = []
-        for i in range(n):
-            s = sims[i, cols]
-            best = cols[np.argsort(-s, kind="stable")[:k]]
-            per_row.append(
+        best = cols[np.argsort(-sims[:, cols], axis=1, kind="stable")[:, :k]]  # [n, <=k]
+        cos = np.take_along_axis(sims, best, axis=1).tolist()
+        found.append(
+            [
                 tuple(
-                    Neighbour(str(videos[j]), int(starts[j]), label, float(sims[i, j]))
-                    for j in best.tolist()
+                    Neighbour(str(videos[j]), int(starts[j]), label, c)
+                    for j, c in zip(row, cs, strict=True)
                 )
-            )
-        found.append(per_row)
+                for row, cs in zip(best.tolist(), cos, strict=True)
+            ]
+        )
     return list(zip(found[0], found[1], strict=True))
 
 

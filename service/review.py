@@ -86,6 +86,17 @@ def margin_function(objective: str) -> Callable[[F32], F32]:
     return lambda s: np.asarray(s, np.float32)
 
 
+def queue_priority(strategy: str, scores: F32, margins: F32) -> F32:
+    """The queue's order (higher = sooner) of candidates with these scores and margins
+    (float32 [n] each): the score for ``top_unlabelled``, ``-|margin|`` for ``uncertain``. The
+    review store's lists keep the same priorities (``top``, ``edge``)."""
+    if strategy == "top_unlabelled":
+        return np.asarray(scores, np.float32)
+    if strategy == "uncertain":
+        return -np.abs(np.asarray(margins, np.float32))
+    raise ValueError(f"strategy must be one of {', '.join(STRATEGIES)}, got {strategy!r}")
+
+
 def pick(priority: F32, floor: float, cap: int) -> I64:
     """Indices of the ``cap`` highest priorities above ``floor``, highest first."""
     idx = np.flatnonzero(priority > floor)
@@ -139,8 +150,8 @@ class Reviewer:
             margins = self.to_margin(scores)
             top_floor, edge_floor = self.kept.floors(c)
             chosen = np.union1d(
-                pick(scores, top_floor, self.kept.cap),
-                pick(-np.abs(margins), edge_floor, self.kept.cap),
+                pick(queue_priority("top_unlabelled", scores, margins), top_floor, self.kept.cap),
+                pick(queue_priority("uncertain", scores, margins), edge_floor, self.kept.cap),
             )
             items = [
                 _item(done.video_id, int(s), scores, margins, loc.pairs.x[k * num_seg + s], emb)

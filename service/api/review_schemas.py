@@ -4,12 +4,12 @@ function that builds it, like :mod:`service.api.schemas`, which uses :class:`Evi
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Annotated, Literal
+from typing import Annotated, Literal, cast
 
 from pydantic import ConfigDict, Field, with_config
 from typing_extensions import TypedDict
 
-from service.explain import Evidence, Neighbour
+from service.explain import Evidence, evidence_json
 from service.review import ReviewItem
 from service.yt8m import segment_end
 
@@ -52,31 +52,10 @@ class EvidenceOut(TypedDict):
     ]
 
 
-def _neighbours(found: Sequence[Neighbour]) -> list[NeighbourOut]:
-    return [
-        {
-            "video_id": n.video_id,
-            "start": n.start,
-            "end": segment_end(n.start),
-            "label": 1 if n.label else 0,
-            "cosine": n.cosine,
-        }
-        for n in found
-    ]
-
-
 def evidence_out(e: Evidence) -> EvidenceOut:
-    """The JSON of one segment's evidence."""
-    return {
-        "margin": e.margin,
-        "bias": e.bias,
-        "rest": e.rest,
-        "contributions": [
-            {"feature": c.feature, "value": c.value, "contribution": c.contribution}
-            for c in e.contributions
-        ],
-        "neighbours": {"positive": _neighbours(e.positives), "negative": _neighbours(e.negatives)},
-    }
+    """The JSON of one segment's evidence: :func:`service.explain.evidence_json`, the one
+    definition of the shape (``ccrl explain --json`` prints the same)."""
+    return cast(EvidenceOut, evidence_json(e))
 
 
 @with_config(_CLOSED)
