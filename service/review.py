@@ -228,10 +228,9 @@ class Reviewer:
             total, page = self.index.top(class_id, _PAGE, offset)
             page = [e for e in page if segment_id(e.video_id, e.start) not in done]
             kept = self.kept.get(class_id, [segment_id(e.video_id, e.start) for e in page])
-            for e, it in zip(page, kept, strict=True):
-                margin = float(self.to_margin(np.asarray([e.score], np.float32))[0])
-                item = it or _bare(e, margin)
-                out.append((item, it is not None, None))
+            margins = self.to_margin(np.asarray([e.score for e in page], np.float32)).tolist()
+            for e, it, m in zip(page, kept, margins, strict=True):
+                out.append((it or _bare(e, m), it is not None, None))
             offset += _PAGE
             if offset >= total:
                 break

@@ -105,7 +105,7 @@ def build_runtime(settings: Settings) -> Runtime:
         scorer.describe(),
         bank.kind,
     )
-    return Runtime(
+    rt = Runtime(
         settings,
         bundle,
         scorer,
@@ -114,6 +114,8 @@ def build_runtime(settings: Settings) -> Runtime:
         metrics,
         threading.BoundedSemaphore(settings.max_concurrent_scoring),
     )
+    rt.localizer  # noqa: B018 - built (with its review store) once, before any request
+    return rt
 
 
 class ServiceMiddleware:
