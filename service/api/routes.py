@@ -31,7 +31,7 @@ router = APIRouter()
 JSON_BODY = [Depends(require_json)]
 
 _ERRORS: dict[int | str, dict[str, Any]] = {
-    code: {"model": schemas.ErrorResponse} for code in (400, 401, 403, 404, 409, 413, 422, 503)
+    code: {"model": schemas.ErrorResponse} for code in (400, 401, 403, 404, 413, 422, 503)
 }
 
 
@@ -150,7 +150,7 @@ def _add_labels(rt: Runtime, class_id: int, body: bytes) -> schemas.LabelsRespon
     with rt.slots:
         req: schemas.LabelsRequest = _parse(body, schemas.LabelsRequest)
         marks = [seg.label for seg in req.segments]
-        if req.rgb is None and req.audio is None:  # by reference: the kept embeddings (or 409)
+        if req.by_reference:  # the kept embeddings (or 409)
             batch = rt.review.reference_batch(
                 class_id, req.video_id, [seg.start for seg in req.segments], marks
             )

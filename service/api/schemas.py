@@ -16,7 +16,15 @@ from collections.abc import Sequence
 from typing import Annotated, Any, Literal, NotRequired
 
 import numpy as np
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, WithJsonSchema, with_config
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    WithJsonSchema,
+    model_validator,
+    with_config,
+)
 from typing_extensions import TypedDict  # pydantic needs this one before Python 3.12
 
 from service.api.review_schemas import EvidenceOut, evidence_out
@@ -155,6 +163,9 @@ SegmentStart = Annotated[
 Label = Annotated[int, Field(ge=0, le=1, json_schema_extra={"enum": [0, 1]}), JsonInt]
 
 
+_BOTH_OR_NEITHER = {"rgb": ["audio"], "audio": ["rgb"]}
+
+
 class LabelSegment(_Strict):
     start: SegmentStart = Field(
         description="Segment start frame: a multiple of 5 before the video's last whole segment "
@@ -167,14 +178,36 @@ class LabelsRequest(_Strict):
     """``POST /classes/{class_id}/labels``: with the video's frames, or without them (both
     absent) for segments whose embeddings the service kept (``GET /classes/{c}/review``)."""
 
+    model_config = ConfigDict(json_schema_extra={"dependentRequired": _BOTH_OR_NEITHER})
+
     video_id: VideoId
-    rgb: RgbFrames | None = None
-    audio: AudioFrames | None = None
+    rgb: RgbFrames = Field(  # type: ignore[assignment]
+        default=None, description="With audio, or neither (labels by reference)."
+    )
+    audio: AudioFrames = Field(  # type: ignore[assignment]
+        default=None, description="With rgb, or neither (labels by reference)."
+    )
     segments: list[LabelSegment] = Field(
         min_length=1,
         max_length=MAX_FRAMES_CAP // SEGMENT_FRAMES,
         json_schema_extra={"x-bound": "segment_count"},
     )
+
+    @model_validator(mode="after")
+    def _frames_or_reference(self) -> LabelsRequest:
+        """Frames are both given or both left out (a null is refused by the field's type)."""
+        if (self.rgb is None) != (self.audio is None):
+            given = "rgb" if self.audio is None else "audio"
+            raise ValueError(
+                f"{given} without {'audio' if given == 'rgb' else 'rgb'}: send both "
+                "frames, or neither to label by reference"
+            )
+        return self
+
+    @property
+    def by_reference(self) -> bool:
+        """No frames: the segments' embeddings come from the review store."""
+        return self.rgb is None
 
 
 class LabelsRemoveRequest(_Strict):

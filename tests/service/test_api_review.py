@@ -34,7 +34,9 @@ def sim_settings(sim_bundle: Path, api_token: str) -> Any:
 
 
 @pytest.fixture
-def indexed(sim_settings: Any, test_videos: list[Video], make_payload: Any) -> Iterator[Any]:
+def indexed(
+    sim_settings: Any, test_videos: list[Video], make_payload: Any, api_token: str
+) -> Iterator[Any]:
     """A client on the sim bundle with every test video localized and indexed."""
     from fastapi.testclient import TestClient
 
@@ -42,7 +44,8 @@ def indexed(sim_settings: Any, test_videos: list[Video], make_payload: Any) -> I
 
     with TestClient(create_app(sim_settings())) as c:
         for v in test_videos:
-            assert c.post("/localize", json=make_payload(v, video_id=v.id)).status_code == 200
+            r = c.post("/localize", json=make_payload(v, video_id=v.id), headers=_auth(api_token))
+            assert r.status_code == 200, r.text
         yield c
 
 
@@ -190,7 +193,8 @@ def test_with_no_review_store_nothing_is_kept_and_the_index_still_serves(
 
     with TestClient(create_app(sim_settings(review_keep_per_class=0))) as client:
         for v in test_videos[:6]:
-            client.post("/localize", json=make_payload(v, video_id=v.id))
+            body = make_payload(v, video_id=v.id)
+            assert client.post("/localize", json=body, headers=_auth(api_token)).status_code == 200
         c = _busiest_class(client, test_videos)
         assert client.get(f"/classes/{c}/review").json()["segments"] == []
         top = client.get(f"/classes/{c}/review?strategy=top_unlabelled").json()["segments"]
@@ -233,7 +237,8 @@ def test_replicas_on_redis_share_the_kept_segments_and_the_rescored_index(
             httpx.Client(base_url=b.url, timeout=60) as hb,
         ):
             for v in test_videos:
-                assert ha.post("/localize", json=make_payload(v, video_id=v.id)).status_code == 200
+                body = make_payload(v, video_id=v.id)
+                assert ha.post("/localize", json=body, headers=_auth(api_token)).status_code == 200
             c = _busiest_class(ha, test_videos)
             qa = ha.get(f"/classes/{c}/review?limit=5").json()["segments"]
             qb = hb.get(f"/classes/{c}/review?limit=5").json()["segments"]

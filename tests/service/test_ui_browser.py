@@ -114,8 +114,10 @@ def test_review_page_labels_segments_and_shows_the_ranking_move(
         bundle=sim_bundle, api_token=api_token, redis_url=None, ort_intra_threads=1, xgb_nthread=1
     )
     with serve_app(create_app(settings)) as server, httpx.Client(base_url=server.url) as http:
+        auth = {"Authorization": f"Bearer {api_token}"}
         for v in test_videos:
-            assert http.post("/localize", json=make_payload(v, video_id=v.id)).status_code == 200
+            body = make_payload(v, video_id=v.id)
+            assert http.post("/localize", json=body, headers=auth).status_code == 200
         c = http.post("/localize", json=make_payload(test_videos[0])).json()["classes"][0]
         c = c["class_id"]
         bank0 = http.get(f"/classes/{c}/review?limit=1").json()["bank"]
