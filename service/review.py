@@ -144,7 +144,8 @@ class Reviewer:
         if self.kept.cap == 0 or done.video_id is None or loc.pairs is None:
             return 0
         emb = loc.segment_embeddings
-        num_seg, offered = loc.num_segments, 0
+        num_seg = loc.num_segments
+        offers: dict[int, list[KeptItem]] = {}
         for k, c in enumerate(loc.class_ids.tolist()):
             scores = loc.scores[k]
             margins = self.to_margin(scores)
@@ -153,13 +154,12 @@ class Reviewer:
                 pick(queue_priority("top_unlabelled", scores, margins), top_floor, self.kept.cap),
                 pick(queue_priority("uncertain", scores, margins), edge_floor, self.kept.cap),
             )
-            items = [
+            offers[c] = [
                 _item(done.video_id, int(s), scores, margins, loc.pairs.x[k * num_seg + s], emb)
                 for s in chosen.tolist()
             ]
-            self.kept.put(c, items)
-            offered += len(items)
-        return offered
+        self.kept.put_classes(offers)  # one round trip to a shared store
+        return sum(len(v) for v in offers.values())
 
     # ------------------------------------------------------------------ re-scoring
     def rescore(self, class_id: int, bank: ClassBank | None = None) -> int:

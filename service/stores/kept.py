@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import threading
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 
 import numpy as np
@@ -94,6 +94,11 @@ class KeptStore(ABC):
     def put(self, class_id: int, items: Sequence[KeptItem], *, existing_only: bool = False) -> None:
         """Offer items to both lists of the class (same segment: replaced); each list keeps its
         ``cap`` best. ``existing_only``: update only segments still kept (re-scoring)."""
+
+    def put_classes(self, offers: Mapping[int, Sequence[KeptItem]]) -> None:
+        """:meth:`put` for several classes at once (one round trip where the backend allows)."""
+        for class_id, items in offers.items():
+            self.put(class_id, items)
 
     @abstractmethod
     def ranked(self, class_id: int, which: str, limit: int, offset: int = 0) -> list[KeptItem]:

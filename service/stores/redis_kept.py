@@ -18,7 +18,7 @@ candidates until its next write to the class).
 from __future__ import annotations
 
 import threading
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -108,19 +108,34 @@ class RedisKeptStore(KeptStore):
             return self._floors.get(class_id, (-np.inf, -np.inf))
 
     def put(self, class_id: int, items: Sequence[KeptItem], *, existing_only: bool = False) -> None:
-        if self.cap == 0 or not items:
+        self._put({class_id: items}, existing_only)
+
+    def put_classes(self, offers: Mapping[int, Sequence[KeptItem]]) -> None:
+        self._put(offers, False)
+
+    def _put(self, offers: Mapping[int, Sequence[KeptItem]], existing_only: bool) -> None:
+        """One pipeline of one script call per class; remembers each class's floors."""
+        calls = [(c, self._args(items, existing_only)) for c, items in offers.items() if items]
+        if self.cap == 0 or not calls:
             return
+
+        def run(r: redis.Redis) -> list[Any]:
+            pipe = r.pipeline(transaction=False)
+            for c, args in calls:
+                self._script(keys=self._keys(c), args=args, client=pipe)
+            return pipe.execute()
+
+        replies = self.backend.call("index", "keep", run)
+        with self._lock:
+            for (c, _), raw in zip(calls, replies, strict=True):
+                self._floors[c] = (float(raw[0]), float(raw[1]))
+
+    def _args(self, items: Sequence[KeptItem], existing_only: bool) -> list[Any]:
         args: list[Any] = [self.cap, "1" if existing_only else "0"]
         for it in items:
             args += [it.member, repr(it.priority("top")), repr(it.priority("edge"))]
             args.append(encode_item(it))
-        keys = self._keys(class_id)
-        raw = self.backend.call(
-            "index", "keep", lambda r: self._script(keys=keys, args=args, client=r)
-        )
-        floors = tuple(float(v) for v in raw)
-        with self._lock:
-            self._floors[class_id] = (floors[0], floors[1])
+        return args
 
     def ranked(self, class_id: int, which: str, limit: int, offset: int = 0) -> list[KeptItem]:
         keys = self._keys(class_id)

@@ -116,3 +116,10 @@ def test_redis_items_are_blobs_without_pickle(redis_url: str) -> None:
         decode_item(b"pickle", "here")
     client.close()
     backend.close()
+
+
+def test_several_classes_are_offered_at_once(store: KeptStore) -> None:
+    store.put_classes({1: [_item("v", 0, 0.9)], 2: [_item("v", 0, 0.1), _item("v", 5, 0.2)], 3: []})
+    assert _members(store.items(1)) == ["v:0"]
+    assert sorted(_members(store.items(2))) == ["v:0", "v:5"] and store.items(3) == []
+    assert store.floors(2) == (-np.inf, -np.inf)  # not full yet: anything enters
