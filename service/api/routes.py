@@ -192,7 +192,10 @@ def _remove_labels(rt: Runtime, class_id: int, body: bytes) -> schemas.LabelsRem
     starts = labels.check_removal(req.starts).tolist()
     with rt.metrics.timed("bank"):
         result = rt.bank.remove(class_id, req.video_id, starts)
-    return schemas.labels_removed_response(class_id, req.video_id, starts, result)
+    rescored = rt.rescore_after_labels(class_id)
+    return schemas.labels_removed_response(
+        class_id, req.video_id, starts, result, rescored=rescored
+    )
 
 
 @router.delete(

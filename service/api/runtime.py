@@ -60,8 +60,8 @@ class Runtime:
         return Reviewer(self.scorer, self.bank, self.index, kept)
 
     def rescore_after_labels(self, class_id: int) -> int | None:
-        """Re-score the class's kept segments after a label write; None when the store failed
-        (the labels are stored all the same)."""
+        """Re-score the class's kept segments after a label write or removal; None when the store
+        failed (the bank change is stored all the same)."""
         try:
             return self.review.rescore(class_id)
         except StoreUnavailable as e:

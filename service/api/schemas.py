@@ -384,6 +384,9 @@ def labels_response(
         "bank_version": result.version,
         "bank": {"positive": result.positive, "negative": result.negative},
     }
+    if rescored is not None:
+        out["rescored"] = rescored
+    return out
 
 
 @with_config(_CLOSED)
@@ -400,14 +403,22 @@ class LabelsRemovedResponse(TypedDict):
     removed: list[RemovedSegment]
     bank_version: int
     bank: BankCounts
+    rescored: NotRequired[
+        Annotated[int, Field(description="Kept segments of the class re-scored without them.")]
+    ]
 
 
 def labels_removed_response(
-    class_id: int, video_id: str, starts: Sequence[int], result: RemoveResult
+    class_id: int,
+    video_id: str,
+    starts: Sequence[int],
+    result: RemoveResult,
+    *,
+    rescored: int | None = None,
 ) -> LabelsRemovedResponse:
     """The answer of ``DELETE /classes/{class_id}/labels``: the segments removed (with the label
-    each had) and the class's counts after it."""
-    return {
+    each had), the class's counts after it and how many kept segments were re-scored."""
+    out: LabelsRemovedResponse = {
         "class_id": class_id,
         "video_id": video_id,
         "removed": [

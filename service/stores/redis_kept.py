@@ -9,10 +9,10 @@ Keys, under the namespace of :mod:`service.stores.redis` (one per bundle):
 
 An item is one record of :mod:`service.bank_records` (kind ``kept``, raw arrays, never pickle): the
 feature row ``x`` float32 [NF], the ``window`` float32 [w, D], the ``video`` id, ``start`` and
-``row``, ``score`` and ``margin``. One Lua script per class adds, trims and drops orphans atomically,
-and answers the lists' floors; the store remembers them to send, next time, only the segments that
-can enter (a hint: a floor lowered by another replica's re-scoring only makes this one skip a few
-candidates until its next write to the class).
+``row``, ``score`` and ``margin``. One Lua script per class adds, trims and drops orphans
+atomically, and answers the lists' floors; the store remembers them to send, next time, only the
+segments that can enter (a hint: a floor lowered by another replica's re-scoring only makes this
+one skip a few candidates until its next write to the class).
 """
 
 from __future__ import annotations
@@ -24,8 +24,8 @@ from typing import Any
 import numpy as np
 import redis
 
-from service.stores.kept import LISTS, Floors, KeptItem, KeptStore
 from service.bank_records import decode_arrays, encode_arrays
+from service.stores.kept import LISTS, Floors, KeptItem, KeptStore
 from service.stores.redis import RedisBackend
 
 _PUT = """

@@ -145,6 +145,18 @@ def test_a_label_by_reference_rescores_at_once_and_changes_the_next_request(
     for s in top:
         if s["video_id"] in after:
             assert s["score"] == pytest.approx(after[s["video_id"]][s["start"]], abs=1e-6)
+    # removing the label re-scores them back: the kept scores are a fresh request's again
+    gone = {"video_id": target["video_id"], "starts": [target["start"]]}
+    r = indexed.request("DELETE", f"/classes/{c}/labels", json=gone, headers=_auth(api_token))
+    assert r.status_code == 200 and r.json()["rescored"] > 0
+    again = indexed.get(f"/classes/{c}/review?limit=30&strategy=top_unlabelled").json()
+    for s in again["segments"]:
+        if s["kept"] and s["video_id"] in before:
+            assert s["score"] == pytest.approx(before[s["video_id"]][s["start"]], abs=1e-6)
+    body = _by_reference(target["video_id"], [(target["start"], 1)])
+    assert (
+        indexed.post(f"/classes/{c}/labels", json=body, headers=_auth(api_token)).status_code == 201
+    )
     # the labelled embedding is the one the frames give
     rt = indexed.app.state.runtime
     bank = rt.bank.snapshot()

@@ -111,8 +111,8 @@ def test_redis_items_are_blobs_without_pickle(redis_url: str) -> None:
     keys = sorted(k.decode() for k in client.keys("ccrl:kept-blob:*"))
     assert keys == [f"ccrl:kept-blob:review:3:{k}" for k in ("edge", "item", "top")]
     blob = client.hget("ccrl:kept-blob:review:3:item", "v:5")
-    assert blob.startswith(b"CCRL\x01") and decode_item(blob, "x").start == 5
-    with pytest.raises(ValueError, match="not a CCRL blob"):
+    assert blob.startswith(b"CCRB\x01") and decode_item(blob, "x").start == 5  # raw arrays
+    with pytest.raises(ValueError, match="not a kept item"):
         decode_item(b"pickle", "here")
     client.close()
     backend.close()
