@@ -32,13 +32,14 @@ venv: $(STAMP)
 serve: $(STAMP)
 	$(BIN)/ccrl demo --data $(DEMO_DATA) --bundle $(DEMO_BUNDLE) --host $(HOST) --port $(PORT)
 
-# Redis (started when not running) and promtool, installed with apt-get when missing.
+# Redis (started when not running), promtool and Chromium, installed with apt-get when missing.
 test-deps:
 	@bash scripts/ensure-test-deps.sh
 
-# CCRL_REQUIRE_PROMTOOL: the suite fails, rather than skips, the promtool checks when it is missing.
+# CCRL_REQUIRE_PROMTOOL / CCRL_REQUIRE_BROWSER: the suite fails, rather than skips, the promtool
+# checks and the browser test when their tools are missing.
 test: $(STAMP) test-deps
-	CCRL_REQUIRE_PROMTOOL=1 $(BIN)/python -m pytest
+	CCRL_REQUIRE_PROMTOOL=1 CCRL_REQUIRE_BROWSER=1 $(BIN)/python -m pytest
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

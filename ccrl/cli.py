@@ -116,6 +116,8 @@ def build_app(missing: list[str], batch_missing: list[str] | None = None) -> typ
     from ccrl import bank  # runtime only: there in the serving images too
 
     app.add_typer(bank.app, name="bank")
+    for name, command in offline.RUNTIME_COMMANDS:
+        app.command(name)(command)
     for name, command in offline.COMMANDS:
         if not missing:
             app.command(name)(command)

@@ -148,6 +148,28 @@ def demo(
     run_demo(data=data, bundle=bundle, host=host, port=port, build_only=build_only)
 
 
+def explain(
+    bundle: Annotated[Path, typer.Argument(help="Model bundle folder.")],
+    data: Annotated[list[Path], typer.Option(help="TFRecords holding the video (files/folders).")],
+    video: Annotated[str, typer.Option(help="The video id.")],
+    class_id: Annotated[int, typer.Option("--class", help="The class id.")],
+    segments: Annotated[int, typer.Option(help="Best segments to explain.", min=1)] = 5,
+    json_out: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
+) -> None:
+    """Why a video's segments score what they do for a class: feature contributions, neighbours."""
+    from service.bundle import BundleError
+    from service.explain_offline import run_explain
+
+    try:
+        run_explain(bundle, data, video, class_id, segments=segments, json_out=json_out)
+    except (BundleError, LookupError, ValueError) as e:
+        typer.echo(f"error: {e}", err=True)
+        raise typer.Exit(1) from None
+
+
+# Commands that need the runtime alone (no torch, no ``training``): listed everywhere.
+RUNTIME_COMMANDS = (("explain", explain),)
+
 # (command name, function), in the order of ``ccrl --help``.
 COMMANDS = (
     ("synth", synth),

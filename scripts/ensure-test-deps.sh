@@ -2,7 +2,9 @@
 # What the test suite needs outside Python, installed and started when missing:
 # - redis-server answering on 127.0.0.1:$REDIS_PORT (default 6379): the Redis store tests use it;
 # - promtool (Debian package `prometheus`): checks deploy/prometheus config, rules and alert tests;
-# - hey (Debian package `hey`): the load generator that the benchmark's tiny run in the suite uses.
+# - hey (Debian package `hey`): the load generator that the benchmark's tiny run in the suite uses;
+# - chromium and chromium-driver (/usr/bin/chromium, /usr/bin/chromedriver): the review page's
+#   browser test drives them with Selenium (no browser or driver is ever downloaded).
 # Debian packages are installed with apt-get (as root, or through sudo).
 set -euo pipefail
 port="${REDIS_PORT:-6379}"
@@ -11,6 +13,8 @@ missing=()
 command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)
 command -v promtool >/dev/null 2>&1 || missing+=(prometheus)
 command -v hey >/dev/null 2>&1 || missing+=(hey)
+[ -x /usr/bin/chromium ] || missing+=(chromium)
+[ -x /usr/bin/chromedriver ] || missing+=(chromium-driver)
 if [ "${#missing[@]}" -gt 0 ]; then
     echo "installing ${missing[*]} with apt-get" >&2
     $SUDO apt-get update -qq

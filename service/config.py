@@ -145,6 +145,13 @@ class Settings(BaseSettings):
     max_body_bytes: int = Field(default=16 * 1024 * 1024, ge=1024)
     index_cap: int = Field(default=100_000, ge=1, description="Segments kept per class index.")
     max_page: int = Field(default=1000, ge=1, description="Largest `limit` of top-segments.")
+    review_keep_per_class: int = Field(
+        default=100,
+        ge=0,
+        le=100_000,
+        description="Segments kept per class and list (top, uncertain) for labels by reference "
+        "and re-scoring (service/stores/kept.py); 0 = none kept.",
+    )
 
     @field_validator("api_token", "index_token", mode="before")
     @classmethod

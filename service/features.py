@@ -212,6 +212,28 @@ def _similarity_features(
             x[:, :, _COL[name]] = np.nan
 
 
+def similarity_columns(
+    x: F32,
+    segment_embeddings: npt.ArrayLike,
+    classes: npt.ArrayLike,
+    bank: ClassBank,
+    video_id: str | None,
+    *,
+    max_sim: bool = True,
+) -> None:
+    """Recompute, in place, the bank-dependent columns (``sim_*``, ``pos_count``, ``neg_count``,
+    ``class_pos_rate``) of ``x`` float32 [K, S, NF] (class-major rows of
+    :func:`build_pair_features`) for a new bank; the other columns are left as they are.
+
+    ``segment_embeddings`` float [S, D] may be a window of consecutive segments of the video: the
+    columns of a segment read only its own embedding and its two neighbours' (the review store
+    re-scores kept segments this way, :mod:`service.review`).
+    """
+    se = np.asarray(segment_embeddings, dtype=np.float32)
+    cls = np.asarray(classes, dtype=np.int64).reshape(-1)
+    _similarity_features(x, se, cls, bank, video_id, max_sim=max_sim)
+
+
 def _check_inputs(vp: F32, sp: F32, se: F32, cls: I64, bank: ClassBank) -> None:
     if vp.ndim != 1:
         raise ValueError(f"video_probs must be [C], got shape {vp.shape}")

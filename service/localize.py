@@ -6,7 +6,11 @@ The steps, each timed (seconds by stage name, the ``Server-Timing`` of the answe
 2. ``bank``: a snapshot of the labelled-embedding bank (:meth:`BankStore.snapshot`);
 3. ``candidate``, ``features``, ``gbm``, ``rank``: :meth:`service.scorer.Scorer.localize`;
 4. ``index``: the scores of every (segment, class) pair replace the video's entries in the corpus
-   index (:meth:`IndexStore.put_video`), only for a request with a ``video_id`` that asks for it.
+   index (:meth:`IndexStore.put_video`), only for a request with a ``video_id`` that asks for it;
+   then the ``keeper`` (the review store, :meth:`service.review.Reviewer.keep`) is offered them.
+
+With ``explain`` the query also gets the evidence of every returned segment (stage ``explain``,
+:func:`service.explain.explain_localization`); without it nothing of that runs.
 
 A store that cannot be reached at step 4 does not fail the request: the scores are still answered,
 ``indexed`` is False and a warning says why. A video already in the index is only re-indexed when
@@ -19,15 +23,19 @@ holding a scoring slot during the index write.
 
 from __future__ import annotations
 
+import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from service.config import Settings
 from service.decode import decode_video
+from service.explain import Evidence, explain_localization
 from service.scorer import Localization, Scorer
 from service.stores.base import BankStore, IndexStore, StoreUnavailable, VideoExists
+
+log = logging.getLogger("ccrl.localize")
 
 
 @dataclass(frozen=True)
@@ -44,6 +52,7 @@ class LocalizeQuery:
         max_segments: segments answered per class.
         index: enter the scores into the corpus index (needs ``video_id``).
         overwrite: replace the index entries of a video that is indexed already.
+        explain: add the evidence of every returned segment (:mod:`service.explain`).
     """
 
     rgb: Any
@@ -54,6 +63,7 @@ class LocalizeQuery:
     max_segments: int | None = None
     index: bool = True
     overwrite: bool = False
+    explain: bool = False
 
     @property
     def index_wanted(self) -> bool:
@@ -74,6 +84,8 @@ class Localized:
         indexed: the scores entered the corpus index.
         indexed_segments: how many (segment, class) entries were written to it.
         warnings: what went wrong without failing the request (an unreachable index).
+        evidence: with ``explain``, one list per scored class (order of
+            ``localization.classes``) of the returned segments' evidence.
     """
 
     video_id: str | None
@@ -84,6 +96,7 @@ class Localized:
     indexed: bool = False
     indexed_segments: int = 0
     warnings: list[str] = field(default_factory=list)
+    evidence: list[list[Evidence]] | None = None
 
 
 class Localizer:
@@ -91,12 +104,18 @@ class Localizer:
     (``min_frames``, ``max_frames``, ``max_classes``, ``max_segments``, ``min_video_score``)."""
 
     def __init__(
-        self, scorer: Scorer, bank: BankStore, index: IndexStore, settings: Settings
+        self,
+        scorer: Scorer,
+        bank: BankStore,
+        index: IndexStore,
+        settings: Settings,
+        keeper: Callable[[Localized], int] | None = None,
     ) -> None:
         self.scorer = scorer
         self.bank = bank
         self.index_store = index
         self.settings = settings
+        self.keeper = keeper
 
     def score(self, query: LocalizeQuery, *, started: float | None = None) -> Localized:
         """Steps 1-3: decode the frames, snapshot the bank, score the video. Bad input raises
@@ -125,13 +144,20 @@ class Localizer:
             min_video_score=s.min_video_score,
         )
         timings.update(loc.timings)
-        return Localized(
+        done = Localized(
             query.video_id,
             loc,
             timings,
             index_wanted=query.index_wanted,
             overwrite=query.overwrite,
         )
+        if query.explain:
+            t2 = time.perf_counter()
+            done.evidence = explain_localization(
+                self.scorer.booster, self.scorer.bundle.feature_names, loc, bank, query.video_id
+            )
+            timings["explain"] = time.perf_counter() - t2
+        return done
 
     def _indexed(self, video_id: str) -> bool:
         """Whether the video is indexed; False when the store cannot tell (the write warns then)."""
@@ -152,8 +178,13 @@ class Localizer:
                 done.video_id, done.localization.index_entries(), overwrite=done.overwrite
             )
             done.indexed, done.indexed_segments = True, n
+            if self.keeper is not None:
+                self.keeper(done)
         except StoreUnavailable as e:
-            done.warnings.append(f"not indexed: {e}")
+            if done.indexed:  # the scores are in; only the review store missed them
+                log.warning("indexed, review store not updated: %s", e)
+            else:
+                done.warnings.append(f"not indexed: {e}")
         done.timings["index"] = time.perf_counter() - t
         return done
 

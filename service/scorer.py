@@ -29,7 +29,7 @@ from service import candidate
 from service.bank import ClassBank
 from service.bundle import Bundle, predict_pairs
 from service.candidate import CandidateOutputs
-from service.features import build_pair_features
+from service.features import PairMatrix, build_pair_features
 from service.finite import check_finite, check_pair_matrix
 from service.yt8m import SEGMENT_FRAMES
 
@@ -80,6 +80,9 @@ class Localization:
         scores: float32 [K, S] every pair's score (row k = class ``class_ids[k]``), for the index.
         timings: stage name -> seconds (``candidate``, ``bank``, ``features``, ``gbm``, ``rank``).
         num_pairs: S * K.
+        pairs: the pair matrix the scores came from (``[S * K, NF]``, class-major), kept by
+            reference for the evidence (:mod:`service.explain`) and the review store.
+        segment_embeddings: float32 [S, D], the candidate model's segment embeddings.
     """
 
     classes: list[ClassSegments]
@@ -87,6 +90,8 @@ class Localization:
     scores: F32
     timings: dict[str, float] = field(default_factory=dict)
     num_pairs: int = 0
+    pairs: PairMatrix | None = None
+    segment_embeddings: F32 | None = None
 
     @property
     def num_segments(self) -> int:
@@ -228,7 +233,15 @@ class Scorer:
         scores = flat.reshape(len(cls), num_seg)
         result = self._rank(cls, scores, cand.video_probs, max_segments)
         timings["rank"] = time.perf_counter() - t3
-        return Localization(result, cls, scores, timings, num_pairs=int(flat.shape[0]))
+        return Localization(
+            result,
+            cls,
+            scores,
+            timings,
+            num_pairs=int(flat.shape[0]),
+            pairs=pairs,
+            segment_embeddings=cand.segment_embeddings,
+        )
 
     def _rank(
         self, cls: I64, scores: F32, video_probs: F32, max_segments: int

@@ -6,6 +6,8 @@
   sibling clusters from ``synth.json`` when present, else the vocabulary's vertical).
 - Rare vs frequent classes: mean AP over the classes with few / many labelled segments in the bank
   (split at the median positive count of the ranked classes).
+- Active learning: the class AP after each round of labels chosen by the review queue's
+  strategies vs at random (:mod:`training.active_learning`).
 
 The report goes to ``BUNDLE/report/`` by default; then the manifest's metrics and sha256 list are
 rewritten (:func:`training.bundle_writer.finalize_manifest`).
@@ -23,6 +25,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from service.bundle import Bundle, load_bundle
+from training.active_learning import markdown as active_learning_md
+from training.active_learning import plot as plot_active_learning
 
 if TYPE_CHECKING:
     from training.metric import Ratings
@@ -93,6 +97,7 @@ def evaluate(
         "per_class_ap": per_class,
         "groups": {"kind": group_kind, "by_group": group_ap(per_class, ap_classes, groups)},
         "rare_vs_frequent": rare_vs_frequent(bundle, per_class, ap_classes),
+        "active_learning": active_learning(bundle, data),
         "seconds": {**cs.seconds, "total": round(time.perf_counter() - t0, 2)},
     }
 
@@ -125,6 +130,15 @@ def _score(
         total=len(videos),
     )
     return cs, ratings
+
+
+def active_learning(bundle: Bundle, data: Sequence[Path]) -> dict[str, Any]:
+    """The active-learning simulation on the rated ``data`` (:mod:`training.active_learning`)."""
+    from service.tfrecord import read_videos
+    from training.active_learning import simulate
+
+    rated = [v for v in read_videos(list(data)) if len(v.segment_labels)]
+    return simulate(bundle, rated)
 
 
 def recall_table(cs: CorpusScores, ratings: Ratings, num_classes: int) -> dict[str, Any]:
@@ -273,6 +287,7 @@ def format_markdown(rep: Mapping[str, Any]) -> str:
         *_md_map(rep),
         *_md_groups(rep["groups"], list(rep["per_class_ap"])),
         *_md_rare_frequent(rep["rare_vs_frequent"]),
+        *active_learning_md(rep.get("active_learning")),
     ]
     return "\n".join(lines)
 
@@ -386,11 +401,14 @@ def _paired_bars(
 
 
 def plot_report(rep: Mapping[str, Any], out: Path) -> list[Path]:
-    """Write ``table2_map.png``, ``per_cluster_ap.png`` and ``rare_frequent.png`` into ``out``."""
+    """Write ``table2_map.png``, ``per_cluster_ap.png``, ``rare_frequent.png`` and
+    ``active_learning.png`` into ``out``."""
     import matplotlib
 
     matplotlib.use("Agg")
     t2, rf = rep["table2"], rep["rare_vs_frequent"]["mean_ap"]
+    al = rep.get("active_learning")
+    extra = [plot_active_learning(al, out / "active_learning.png")] if al else []
     return [
         _paired_bars(
             out / "table2_map.png",
@@ -407,6 +425,7 @@ def plot_report(rep: Mapping[str, Any], out: Path) -> list[Path]:
             "mean AP (with CG)",
             "Rare vs frequent classes",
         ),
+        *extra,
     ]
 
 

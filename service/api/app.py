@@ -23,6 +23,7 @@ from service.api.errors import BodyTooLarge, error_response, install_error_handl
 from service.api.guards import HeaderGuard, install_disconnect_handler
 from service.api.metrics import Metrics
 from service.api.openapi import install_openapi
+from service.api.review_routes import router as review_router
 from service.api.routes import router
 from service.api.runtime import Runtime
 from service.bundle import Bundle, BundleError, load_bundle
@@ -104,7 +105,7 @@ def build_runtime(settings: Settings) -> Runtime:
         scorer.describe(),
         bank.kind,
     )
-    return Runtime(
+    rt = Runtime(
         settings,
         bundle,
         scorer,
@@ -113,6 +114,8 @@ def build_runtime(settings: Settings) -> Runtime:
         metrics,
         threading.BoundedSemaphore(settings.max_concurrent_scoring),
     )
+    rt.localizer  # noqa: B018 - built (with its review store) once, before any request
+    return rt
 
 
 class ServiceMiddleware:
@@ -219,6 +222,7 @@ def create_app(settings: Settings | None = None, *, runtime: Runtime | None = No
     install_disconnect_handler(app)
     app.include_router(router)
     install_openapi(app)
+    app.include_router(review_router)
     limit = settings.max_body_bytes if settings is not None else None
     app.add_middleware(
         HeaderGuard,

@@ -5,8 +5,8 @@ that names the field, never a 500. Conventions: a body that is not JSON is 400; 
 wrong field (including an unknown class id inside the body) is 422; an unknown class in the URL
 path is 404, and so is removing a label the bank does not have; a body over the limit is 413; a
 write without a valid token is 401 (403 when writes are disabled); re-indexing a video without
-``"overwrite": true`` is 409; a body that is not sent as ``application/json`` is 415; a shared store
-that cannot be reached is 503.
+``"overwrite": true`` is 409, and so is a label by reference whose embedding is not kept; a body
+that is not sent as ``application/json`` is 415; a shared store that cannot be reached is 503.
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from service.api.schemas import error_body
 from service.bank import NotInBank
 from service.decode import InputError
+from service.review import NotKept
 from service.scorer import UnknownClassError
 from service.stores.base import StoreUnavailable, VideoExists
 
@@ -71,6 +72,7 @@ ERROR_TABLE: tuple[tuple[type[Exception], int, str], ...] = (
     (StoreUnavailable, 503, "store_unavailable"),
     (VideoExists, 409, "already_indexed"),
     (NotInBank, 404, "label_not_found"),
+    (NotKept, 409, "embedding_not_kept"),
 )
 """Domain errors of the runtime -> (status, code). :class:`ApiError` subclasses carry their own."""
 

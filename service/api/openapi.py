@@ -38,7 +38,8 @@ STATUS_TEXT = {
     403: "Writes (or indexing) are disabled: no token configured",
     404: "Unknown class in the path (removing labels: a label the bank does not have)",
     408: "The request head or body did not arrive in time",
-    409: "The video is already indexed (send overwrite: true)",
+    409: "The video is already indexed (send overwrite: true), or a label by reference names a "
+    "segment whose embedding is not kept (send the frames)",
     413: "Body over the configured limit",
     415: "The body is not sent as application/json",
     422: "A field is invalid; the message names it",
@@ -48,9 +49,10 @@ STATUS_TEXT = {
 COMMON = (400, 408, 413, 422, 431, 503)
 EXTRA: dict[tuple[str, str], tuple[int, ...]] = {
     ("/localize", "post"): (401, 403, 409, 415),
-    ("/classes/{class_id}/labels", "post"): (401, 403, 404, 415),
+    ("/classes/{class_id}/labels", "post"): (401, 403, 404, 409, 415),
     ("/classes/{class_id}/labels", "delete"): (401, 403, 404, 415),
     ("/classes/{class_id}/top-segments", "get"): (404,),
+    ("/classes/{class_id}/review", "get"): (404,),
 }
 SECURED = {
     ("/classes/{class_id}/labels", "post"): True,
@@ -206,6 +208,8 @@ _PARAM_BOUNDS = {
     ("/classes/{class_id}/labels", "class_id"): "class_id",
     ("/classes/{class_id}/top-segments", "limit"): "page",
     ("/classes/{class_id}/top-segments", "offset"): "offset",
+    ("/classes/{class_id}/review", "class_id"): "class_id",
+    ("/classes/{class_id}/review", "limit"): "page",
 }
 
 

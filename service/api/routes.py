@@ -87,6 +87,7 @@ def _localize(
             max_segments=req.max_segments,
             index=req.index,
             overwrite=req.overwrite,
+            explain=req.explain,
         )
         if query.index_wanted:  # who may index: checked before any work
             auth.require_index(rt.settings, headers, str(req.video_id))
@@ -148,15 +149,25 @@ def _add_labels(rt: Runtime, class_id: int, body: bytes) -> schemas.LabelsRespon
     s = rt.settings
     with rt.slots:
         req: schemas.LabelsRequest = _parse(body, schemas.LabelsRequest)
-        frames = decode_video(req.rgb, req.audio, min_frames=s.min_frames, max_frames=s.max_frames)
-        starts = labels.check_starts([seg.start for seg in req.segments], frames.shape[0])
-        with rt.metrics.timed("candidate"):
-            embeddings = rt.scorer.embed(frames)
-    marks = [seg.label for seg in req.segments]
-    batch = labels.label_batch(class_id, req.video_id, starts, marks, embeddings)
+        marks = [seg.label for seg in req.segments]
+        if req.by_reference:  # the kept embeddings (or 409)
+            batch = rt.review.reference_batch(
+                class_id, req.video_id, [seg.start for seg in req.segments], marks
+            )
+        else:
+            frames = decode_video(
+                req.rgb, req.audio, min_frames=s.min_frames, max_frames=s.max_frames
+            )
+            starts = labels.check_starts([seg.start for seg in req.segments], frames.shape[0])
+            with rt.metrics.timed("candidate"):
+                embeddings = rt.scorer.embed(frames)
+            batch = labels.label_batch(class_id, req.video_id, starts, marks, embeddings)
     with rt.metrics.timed("bank"):
         result = rt.bank.add(batch)
-    return schemas.labels_response(class_id, req.video_id, len(starts), result)
+    rescored = rt.rescore_after_labels(class_id)
+    return schemas.labels_response(
+        class_id, req.video_id, len(batch.starts), result, rescored=rescored
+    )
 
 
 @router.post(
@@ -181,7 +192,10 @@ def _remove_labels(rt: Runtime, class_id: int, body: bytes) -> schemas.LabelsRem
     starts = labels.check_removal(req.starts).tolist()
     with rt.metrics.timed("bank"):
         result = rt.bank.remove(class_id, req.video_id, starts)
-    return schemas.labels_removed_response(class_id, req.video_id, starts, result)
+    rescored = rt.rescore_after_labels(class_id)
+    return schemas.labels_removed_response(
+        class_id, req.video_id, starts, result, rescored=rescored
+    )
 
 
 @router.delete(

@@ -6,6 +6,7 @@ Routes take the runtime as a parameter typed :data:`RuntimeDep`: FastAPI hands t
 
 from __future__ import annotations
 
+import logging
 import threading
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -18,8 +19,12 @@ from service.api.metrics import Metrics
 from service.bundle import Bundle
 from service.config import Settings
 from service.localize import Localizer
+from service.review import Reviewer
 from service.scorer import Scorer
-from service.stores.base import BankStore, IndexStore
+from service.stores.base import BankStore, IndexStore, StoreUnavailable
+from service.stores.kept import kept_store_for
+
+log = logging.getLogger("ccrl.api")
 
 
 @dataclass
@@ -44,8 +49,24 @@ class Runtime:
 
     @cached_property
     def localizer(self) -> Localizer:
-        """Decode -> score -> index with this runtime's scorer, stores and settings."""
-        return Localizer(self.scorer, self.bank, self.index, self.settings)
+        """Decode -> score -> index (-> keep for review) with this runtime's parts."""
+        return Localizer(self.scorer, self.bank, self.index, self.settings, self.review.keep)
+
+    @cached_property
+    def review(self) -> Reviewer:
+        """The review queue, labels by reference and re-scoring, on a review store beside the
+        index (:func:`service.stores.kept.kept_store_for`)."""
+        kept = kept_store_for(self.index, self.settings.review_keep_per_class)
+        return Reviewer(self.scorer, self.bank, self.index, kept)
+
+    def rescore_after_labels(self, class_id: int) -> int | None:
+        """Re-score the class's kept segments after a label write or removal; None when the store
+        failed (the bank change is stored all the same)."""
+        try:
+            return self.review.rescore(class_id)
+        except StoreUnavailable as e:
+            log.warning("labels stored, kept segments of class %d not re-scored: %s", class_id, e)
+            return None
 
     def close(self) -> None:
         self.bank.close()

@@ -16,11 +16,21 @@ from collections.abc import Sequence
 from typing import Annotated, Any, Literal, NotRequired
 
 import numpy as np
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, WithJsonSchema, with_config
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    WithJsonSchema,
+    model_validator,
+    with_config,
+)
 from typing_extensions import TypedDict  # pydantic needs this one before Python 3.12
 
+from service.api.review_schemas import EvidenceOut, evidence_out
 from service.bank import ClassBank
 from service.decode import FRAME_VALUE_BOUND, FRAME_VALUE_LIMIT, FRAME_VALUE_TOLERANCE
+from service.explain import Evidence
 from service.localize import Localized
 from service.scorer import ClassSegments
 from service.stores.base import IndexEntry, RemoveResult, StoreHealth, WriteResult
@@ -136,6 +146,9 @@ class LocalizeRequest(_Strict):
         default=False,
         description="Replace the index entries of a `video_id` that is already indexed (else 409).",
     )
+    explain: bool = Field(
+        default=False, description="Add each returned segment's evidence (costs a TreeSHAP pass)."
+    )
 
 
 SegmentStart = Annotated[
@@ -150,6 +163,9 @@ SegmentStart = Annotated[
 Label = Annotated[int, Field(ge=0, le=1, json_schema_extra={"enum": [0, 1]}), JsonInt]
 
 
+_BOTH_OR_NEITHER = {"rgb": ["audio"], "audio": ["rgb"]}
+
+
 class LabelSegment(_Strict):
     start: SegmentStart = Field(
         description="Segment start frame: a multiple of 5 before the video's last whole segment "
@@ -159,16 +175,39 @@ class LabelSegment(_Strict):
 
 
 class LabelsRequest(_Strict):
-    """``POST /classes/{class_id}/labels``."""
+    """``POST /classes/{class_id}/labels``: with the video's frames, or without them (both
+    absent) for segments whose embeddings the service kept (``GET /classes/{c}/review``)."""
+
+    model_config = ConfigDict(json_schema_extra={"dependentRequired": _BOTH_OR_NEITHER})
 
     video_id: VideoId
-    rgb: RgbFrames
-    audio: AudioFrames
+    rgb: RgbFrames = Field(  # type: ignore[assignment]
+        default=None, description="With audio, or neither (labels by reference)."
+    )
+    audio: AudioFrames = Field(  # type: ignore[assignment]
+        default=None, description="With rgb, or neither (labels by reference)."
+    )
     segments: list[LabelSegment] = Field(
         min_length=1,
         max_length=MAX_FRAMES_CAP // SEGMENT_FRAMES,
         json_schema_extra={"x-bound": "segment_count"},
     )
+
+    @model_validator(mode="after")
+    def _frames_or_reference(self) -> LabelsRequest:
+        """Frames are both given or both left out (a null is refused by the field's type)."""
+        if (self.rgb is None) != (self.audio is None):
+            given = "rgb" if self.audio is None else "audio"
+            raise ValueError(
+                f"{given} without {'audio' if given == 'rgb' else 'rgb'}: send both "
+                "frames, or neither to label by reference"
+            )
+        return self
+
+    @property
+    def by_reference(self) -> bool:
+        """No frames: the segments' embeddings come from the review store."""
+        return self.rgb is None
 
 
 class LabelsRemoveRequest(_Strict):
@@ -193,6 +232,7 @@ class Segment(TypedDict):
     start: int
     end: int
     score: float
+    evidence: NotRequired[Annotated[EvidenceOut, Field(description='Only with "explain": true.')]]
 
 
 @with_config(_CLOSED)
@@ -215,18 +255,22 @@ class LocalizeResponse(TypedDict):
     ]
 
 
-def class_result(c: ClassSegments) -> ClassResult:
-    """One scored class: its best segments (``end = start + 5``), scores as float64 JSON."""
+def class_result(c: ClassSegments, evidence: Sequence[Evidence] | None = None) -> ClassResult:
+    """One scored class: its best segments (``end = start + 5``), scores as float64 JSON, and
+    their evidence when given (same order)."""
     starts = c.starts.tolist()
     ends = segment_ends(c.starts).tolist()
     scores = c.scores.astype(np.float64).tolist()
+    segments: list[Segment] = [
+        {"start": a, "end": b, "score": v} for a, b, v in zip(starts, ends, scores, strict=True)
+    ]
+    for seg, e in zip(segments, evidence or (), strict=False):
+        seg["evidence"] = evidence_out(e)
     return {
         "class_id": c.class_id,
         "name": c.name,
         "video_score": c.video_score,
-        "segments": [
-            {"start": a, "end": b, "score": v} for a, b, v in zip(starts, ends, scores, strict=True)
-        ],
+        "segments": segments,
     }
 
 
@@ -237,7 +281,10 @@ def localize_response(done: Localized, model_version: str) -> LocalizeResponse:
         "model_version": model_version,
         "num_segments": done.localization.num_segments,
         "indexed": done.indexed,
-        "classes": [class_result(c) for c in done.localization.classes],
+        "classes": [
+            class_result(c, None if done.evidence is None else done.evidence[k])
+            for k, c in enumerate(done.localization.classes)
+        ],
     }
     if done.warnings:
         out["warnings"] = list(done.warnings)
@@ -319,13 +366,17 @@ class LabelsResponse(TypedDict):
     relabelled: int
     bank_version: int
     bank: BankCounts
+    rescored: NotRequired[
+        Annotated[int, Field(description="Kept segments of the class re-scored with the labels.")]
+    ]
 
 
 def labels_response(
-    class_id: int, video_id: str, added: int, result: WriteResult
+    class_id: int, video_id: str, added: int, result: WriteResult, *, rescored: int | None = None
 ) -> LabelsResponse:
-    """The answer of ``POST /classes/{class_id}/labels``: what the write left in the bank."""
-    return {
+    """The answer of ``POST /classes/{class_id}/labels``: what the write left in the bank, and
+    how many kept segments were re-scored (:mod:`service.review`; absent when none could be)."""
+    out: LabelsResponse = {
         "class_id": class_id,
         "video_id": video_id,
         "added": added,
@@ -333,6 +384,9 @@ def labels_response(
         "bank_version": result.version,
         "bank": {"positive": result.positive, "negative": result.negative},
     }
+    if rescored is not None:
+        out["rescored"] = rescored
+    return out
 
 
 @with_config(_CLOSED)
@@ -349,14 +403,22 @@ class LabelsRemovedResponse(TypedDict):
     removed: list[RemovedSegment]
     bank_version: int
     bank: BankCounts
+    rescored: NotRequired[
+        Annotated[int, Field(description="Kept segments of the class re-scored without them.")]
+    ]
 
 
 def labels_removed_response(
-    class_id: int, video_id: str, starts: Sequence[int], result: RemoveResult
+    class_id: int,
+    video_id: str,
+    starts: Sequence[int],
+    result: RemoveResult,
+    *,
+    rescored: int | None = None,
 ) -> LabelsRemovedResponse:
     """The answer of ``DELETE /classes/{class_id}/labels``: the segments removed (with the label
-    each had) and the class's counts after it."""
-    return {
+    each had), the class's counts after it and how many kept segments were re-scored."""
+    out: LabelsRemovedResponse = {
         "class_id": class_id,
         "video_id": video_id,
         "removed": [
@@ -366,6 +428,9 @@ def labels_removed_response(
         "bank_version": result.version,
         "bank": {"positive": result.positive, "negative": result.negative},
     }
+    if rescored is not None:
+        out["rescored"] = rescored
+    return out
 
 
 @with_config(_CLOSED)

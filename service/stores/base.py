@@ -183,6 +183,11 @@ class IndexStore(ABC):
     def top(self, class_id: int, limit: int, offset: int = 0) -> tuple[int, list[IndexEntry]]:
         """(total entries of the class, entries ``offset .. offset + limit`` best first)."""
 
+    def rescore(self, class_id: int, entries: Sequence[IndexEntry]) -> int:
+        """New scores for segments already in the class's list (others are left out); returns
+        how many were updated. Used after a label write (:mod:`service.review`)."""
+        raise NotImplementedError(f"{type(self).__name__} cannot re-score")
+
     @abstractmethod
     def health(self) -> StoreHealth:
         """Whether the backend answers now."""

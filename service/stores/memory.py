@@ -165,5 +165,18 @@ class MemoryIndexStore(IndexStore):
             out.append(IndexEntry(vid, start, score))
         return total, out
 
+    def rescore(self, class_id: int, entries: Sequence[IndexEntry]) -> int:
+        done = 0
+        with self._lock:
+            lst = self._classes.get(class_id)
+            if lst is None:
+                return 0
+            for e in entries:
+                member = segment_id(e.video_id, e.start)
+                if member in lst.scores:
+                    lst.add(member, float(e.score))
+                    done += 1
+        return done
+
     def health(self) -> StoreHealth:
         return StoreHealth(self.kind, True, "in-process")

@@ -17,7 +17,7 @@ from __future__ import annotations
 import json
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, TypeVar
 
 import redis
@@ -219,6 +219,15 @@ class RedisIndexStore(IndexStore):
             vid, start = parse_segment_id(member.decode())
             out.append(IndexEntry(vid, start, float(score)))
         return int(total), out
+
+    def rescore(self, class_id: int, entries: Sequence[IndexEntry]) -> int:
+        mapping = {segment_id(e.video_id, e.start): float(e.score) for e in entries}
+        if not mapping:
+            return 0
+        key = self._class_key(class_id)
+        return int(
+            self.backend.call("index", "rescore", lambda r: r.zadd(key, mapping, xx=True, ch=True))
+        )
 
     def health(self) -> StoreHealth:
         return self.backend.health()

@@ -4,9 +4,10 @@ The OpenAPI document states every per-field bound the server enforces. Three con
 fields together, which JSON Schema cannot state, so the document gives them in prose (see
 :mod:`service.api.openapi`): rgb and audio have the same frame count F; a ``b64`` string holds
 exactly ``F * D * itemsize`` bytes of values in range; a label's start lies inside the video and
-appears once. For **positive** cases only, :func:`map_case` makes a generated body meet them,
-keeping everything else as generated (dtype, F, encodings, every other field), so "a schema-valid
-request the server rejects" stays a real failure. Negative cases are sent as generated.
+appears once (also in a label by reference, which has no frames). For **positive** cases only,
+:func:`map_case` makes a generated body meet them, keeping everything else as generated (dtype, F,
+encodings, every other field), so "a schema-valid request the server rejects" stays a real
+failure. Negative cases are sent as generated.
 """
 
 from __future__ import annotations
@@ -67,6 +68,20 @@ def _fix_segments(segments: Any, n: int) -> Any:
     return out
 
 
+def _unique_starts(segments: Any) -> Any:
+    """A label by reference names each start once (its video's length is not in the body)."""
+    if not isinstance(segments, list):
+        return segments
+    seen: set[Any] = set()
+    out = []
+    for seg in segments:
+        start = seg.get("start") if isinstance(seg, dict) else None
+        if start is None or start not in seen:
+            seen.add(start)
+            out.append(seg)
+    return out
+
+
 @schemathesis.hook
 def map_case(context: Any, case: Any) -> Any:
     """Positive cases: the cross-field constraints of the frames and the label starts."""
@@ -76,6 +91,8 @@ def map_case(context: Any, case: Any) -> Any:
         return case
     n = _count(body.get("rgb"))
     if n is None:
+        if "rgb" not in body and "audio" not in body and "segments" in body:  # by reference
+            case.body = {**body, "segments": _unique_starts(body["segments"])}
         return case
     body = {
         **body,

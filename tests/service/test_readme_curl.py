@@ -51,8 +51,10 @@ def test_the_readme_curl_lines_work_as_written(
         )
     assert proc.returncode == 0, proc.stderr
     answers = [json.loads(line) for line in proc.stdout.splitlines() if line.strip()]
-    localized, classes, top = answers
+    localized, classes, top, review = answers
     assert localized["indexed"] is True and localized["classes"]
     assert len(classes["classes"]) > 1
     assert top["total"] > 0 and top["segments"][0]["video_id"] == localized["video_id"]
-    assert top["class_id"] == localized["classes"][0]["class_id"]
+    assert top["class_id"] == localized["classes"][0]["class_id"] == review["class_id"]
+    assert review["strategy"] == "uncertain" and review["segments"]
+    assert all(s["kept"] for s in review["segments"])

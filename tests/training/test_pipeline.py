@@ -54,6 +54,7 @@ def test_bundle_layout_manifest_and_report(bundle: Path, tiny_corpus: Path) -> N
         "report/table2_map.png",
         "report/per_cluster_ap.png",
         "report/rare_frequent.png",
+        "report/active_learning.png",
     ):
         assert rel in m["files"], rel
     assert set(b.baseline_paths) == {"lstm", "convnet"}
@@ -69,7 +70,7 @@ def test_bundle_layout_manifest_and_report(bundle: Path, tiny_corpus: Path) -> N
         assert 0.0 <= scores["cg"] <= 1.0 and 0.0 <= scores["no_cg"] <= 1.0
     assert m["metrics"]["train_seconds"]["total"] > 0
     md = (bundle / "report" / "report.md").read_text()
-    assert "Table 2 analogue" in md and "Rare vs frequent" in md
+    assert "Table 2 analogue" in md and "Rare vs frequent" in md and "Active learning" in md
     rep = json.loads((bundle / "report" / "report.json").read_text())
     assert rep["table1"]["k"] == cg_k(rep["videos"])
     assert rep["groups"]["kind"] == "cluster"
