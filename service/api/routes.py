@@ -229,10 +229,11 @@ async def healthz() -> Response:
 @router.get(
     "/readyz",
     response_model=schemas.Readiness,
-    summary="Model loaded; shared store reachable (else 'degraded').",
+    summary="Model loaded; shared store reachable and index complete (else 'degraded').",
 )
 def readyz(rt: RuntimeDep) -> Response:
-    out = schemas.readiness(rt.model_name, rt.model_version, rt.bank.health(), rt.bank.version())
+    health, index = rt.bank.health(), rt.index.state()
+    out = schemas.readiness(rt.model_name, rt.model_version, health, rt.bank.version(), index)
     return _json(out)
 
 

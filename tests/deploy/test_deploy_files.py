@@ -43,6 +43,9 @@ SERVICE_METRICS: dict[str, str] = {
     "ccrl_bank_segments": "gauge",
     "ccrl_indexed_segments_total": "counter",
     "ccrl_model_info": "gauge",
+    "ccrl_reloads_total": "counter",
+    "ccrl_index_partial": "gauge",
+    "ccrl_redis_resets_total": "counter",
 }
 # Series Prometheus itself provides.
 PROMETHEUS_SERIES = {"up"}
@@ -249,6 +252,7 @@ def test_no_per_class_label_anywhere() -> None:
             "version",
             "instance",
             "job",
+            "result",
         }, (expr, labels)
 
 
@@ -279,6 +283,8 @@ REQUIRED_ALERTS = {
     "CcrlDegraded": "ccrl_degraded",
     "CcrlStoreErrors": "ccrl_store_errors_total",
     "CcrlTargetDown": "up",
+    "CcrlIndexPartial": "ccrl_index_partial",
+    "CcrlReloadRefused": "ccrl_reloads_total",
 }
 
 
