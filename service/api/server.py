@@ -28,7 +28,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from service.api.control import ENV as CONTROL_ENV
-from service.api.supervisor import ShutdownTimes, serve
+from service.api.supervisor import LOG_FORMAT, ShutdownTimes, serve
 from service.bundle import BundleError, read_manifest, verify_files
 from service.config import Settings
 
@@ -90,7 +90,7 @@ def run_server(
         workers: uvicorn worker processes (each loads the bundle; share state through Redis);
             None = ``CCRL_WORKERS`` (default 1).
     """
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    logging.basicConfig(level=logging.INFO, format=LOG_FORMAT)
     if workers is not None and workers < 1:
         print(f"error: --workers must be >= 1, got {workers}", file=sys.stderr)
         raise SystemExit(2)

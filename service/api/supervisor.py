@@ -37,6 +37,9 @@ from service.api.shutdown import GracefulServer
 
 log = logging.getLogger("ccrl.supervisor")
 
+LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s %(message)s"
+"""The format of the service's own log lines (``ccrl.*``), in the master and every worker."""
+
 KILL_MARGIN_S = 5.0
 """Extra seconds a worker gets past the grace period before it is killed."""
 
@@ -51,6 +54,7 @@ class ShutdownTimes:
 
 def _worker(config: uvicorn.Config, sockets: list[socket.socket], times: ShutdownTimes) -> None:
     """The body of one spawned worker process."""
+    logging.basicConfig(level=logging.INFO, format=LOG_FORMAT)  # spawned: nothing is inherited
     config.configure_logging()
     GracefulServer(config, grace_s=times.grace_s, drain_s=times.drain_s).run(sockets=sockets)
 
