@@ -251,3 +251,9 @@ def test_a_first_start_on_an_empty_redis_is_not_a_loss(redis_url: str) -> None:
     assert a.epoch._known == b.epoch._known  # one epoch, created once
     a.close()
     b.close()
+
+
+def test_the_write_api_says_a_503_is_an_unknown_outcome_and_a_retry_is_safe(client: Any) -> None:
+    doc = client.get("/openapi.json").json()["paths"]["/classes/{class_id}/labels"]["post"]
+    assert "outcome is unknown" in doc["description"] and "relabel" in doc["description"]
+    assert "503" in doc["responses"]
