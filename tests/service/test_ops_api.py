@@ -81,7 +81,12 @@ def served(make_settings: Any, serve_app: Any) -> Iterator[Any]:
 
 
 def test_a_request_in_flight_finishes_on_the_old_bundle(
-    served: Any, sim_bundle: Path, service_bundle: Path, test_videos: list[Video], make_payload: Any
+    served: Any,
+    sim_bundle: Path,
+    service_bundle: Path,
+    test_videos: list[Video],
+    make_payload: Any,
+    api_token: str,
 ) -> None:
     body = json.dumps(make_payload(test_videos[0])).encode()
     started = threading.Event()
@@ -101,9 +106,11 @@ def test_a_request_in_flight_finishes_on_the_old_bundle(
     t = threading.Thread(target=slow)
     t.start()
     assert started.wait(30)
-    token = {"Authorization": "Bearer test-token"}
     r = httpx.post(
-        f"{served.url}/admin/reload", json={"bundle": str(sim_bundle)}, headers=token, timeout=60
+        f"{served.url}/admin/reload",
+        json={"bundle": str(sim_bundle)},
+        headers=_auth(api_token),
+        timeout=60,
     )
     assert r.status_code == 200
     t.join(60)

@@ -26,8 +26,6 @@ from service.yt8m import Video
 
 pytestmark = pytest.mark.slow
 
-AUTH = {"Authorization": "Bearer test-token"}
-
 
 def _bodies(videos: list[Video], make_payload: Any) -> list[bytes]:
     return [json.dumps(make_payload(v, video_id=v.id)).encode() for v in videos[:4]]
@@ -79,17 +77,19 @@ def test_reload_under_load_with_two_workers_loses_no_request(
     make_payload: Any,
     redis_url: str,
     tmp_path: Path,
+    api_token: str,
 ) -> None:
     from service.api.app import bundle_namespace
     from service.bundle import load_bundle
 
     srv = serve_process(service_bundle, workers=2, REDIS_URL=redis_url, CCRL_SHUTDOWN_DRAIN_S="1")
+    auth = {"Authorization": f"Bearer {api_token}"}
     v_old, v_new = _manifest_version(service_bundle), _manifest_version(sim_bundle)
     assert v_old != v_new
     with load_loop(srv.url, _bodies(test_videos, make_payload), max_requests=400) as load:
         load.wait_for(10)
         r = httpx.post(
-            f"{srv.url}/admin/reload", json={"bundle": str(sim_bundle)}, headers=AUTH, timeout=180
+            f"{srv.url}/admin/reload", json={"bundle": str(sim_bundle)}, headers=auth, timeout=180
         )
         assert r.status_code == 200, r.text
         out = r.json()
@@ -104,7 +104,7 @@ def test_reload_under_load_with_two_workers_loses_no_request(
         bad = httpx.post(
             f"{srv.url}/admin/reload",
             json={"bundle": str(_tampered(sim_bundle, tmp_path))},
-            headers=AUTH,
+            headers=auth,
             timeout=180,
         )
         assert bad.status_code == 422, bad.text
