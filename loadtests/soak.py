@@ -35,6 +35,8 @@ import numpy as np
 from loadtests.bench_service import ensure_bundle, running_server
 from loadtests.payloads import PayloadPool, random_videos
 
+JSON = {"content-type": "application/json"}
+
 
 @dataclass
 class Window:
@@ -97,7 +99,7 @@ def client(url: str, bodies: list[bytes], stop: threading.Event, cap: int, out: 
                 return
             t = time.monotonic()
             try:
-                r = c.post(f"{url}/localize", content=rnd.choice(bodies))
+                r = c.post(f"{url}/localize", content=rnd.choice(bodies), headers=JSON)
                 ok, error = r.status_code == 200, "" if r.status_code == 200 else r.text[:200]
             except httpx.HTTPError as e:
                 ok, error = False, f"{type(e).__name__}: {e}"

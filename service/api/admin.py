@@ -18,10 +18,11 @@ from pydantic import ConfigDict, Field, ValidationError, with_config
 from starlette.concurrency import run_in_threadpool
 from typing_extensions import TypedDict
 
-from service.api import schemas
+from service.api import auth, schemas
 from service.api.errors import MalformedBody
+from service.api.guards import require_json
 from service.api.reload import Reloaded, Reloads
-from service.api.routes import _authorize, _json
+from service.api.routes import _json
 from service.api.runtime import RuntimeDep
 
 router = APIRouter()
@@ -107,8 +108,11 @@ def _bundle_of(body: bytes) -> str | None:
     summary="Load, verify and swap a bundle without a restart (needs the bearer token).",
 )
 async def reload_bundle(request: Request, rt: RuntimeDep) -> Response:
-    _authorize(rt, request)
-    bundle = _bundle_of(await request.body())
+    auth.require_write(rt.settings, request.headers)
+    body = await request.body()
+    if body.strip():
+        require_json(request)
+    bundle = _bundle_of(body)
     reloads: Reloads = request.app.state.reloads
     done = await run_in_threadpool(reloads.reload, bundle, wait_s=WAIT_S)
     return _json(reload_response(done))

@@ -242,6 +242,7 @@ def create_app(settings: Settings | None = None, *, runtime: Runtime | None = No
     app.include_router(router)
     install_openapi(app)
     app.include_router(review_router)
+    oip.document(app)  # the served model's name and version in /v2/models paths
     app.include_router(admin.router)
     app.include_router(oip.router)
     limit = settings.max_body_bytes if settings is not None else None

@@ -19,9 +19,12 @@ bundle's.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
-from fastapi import APIRouter, Request, Response
+from fastapi import APIRouter, FastAPI, Request, Response
+from pydantic import ConfigDict, with_config
+from typing_extensions import TypedDict
 
 from service.api.routes import _json
 from service.api.runtime import Runtime
@@ -32,6 +35,45 @@ router = APIRouter(prefix="/v2", tags=["open inference protocol"])
 
 PLATFORM = "ccrl_onnxruntime_xgboost"
 """The model's platform, in the protocol's ``<backend>_<format>`` style."""
+
+
+@with_config(ConfigDict(extra="forbid"))
+class OipError(TypedDict):
+    """The protocol's error object."""
+
+    error: str
+
+
+_STATUS: dict[int | str, dict[str, Any]] = {
+    200: {"description": "True (no body)", "content": None},
+    400: {"model": OipError, "description": "False: no verified model is loaded"},
+}
+_MODEL: dict[int | str, dict[str, Any]] = {
+    **_STATUS,
+    404: {"model": OipError, "description": "Not this server's model or version"},
+}
+_METADATA: dict[int | str, dict[str, Any]] = {k: v for k, v in _MODEL.items() if k != 200}
+
+
+def document(app: FastAPI) -> None:
+    """Pin the ``name`` and ``version`` path parameters of ``/v2/models`` in the OpenAPI document
+    to the served model (after a reload, the new one), as the server answers 404 for others."""
+    base: Callable[[], dict[str, Any]] = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        doc = base()
+        rt: Runtime | None = getattr(app.state, "runtime", None)
+        if rt is None:
+            return doc
+        values = {"name": rt.model_name, "version": rt.model_version}
+        for path, item in doc.get("paths", {}).items():
+            if path.startswith("/v2/models/"):
+                for param in item.get("get", {}).get("parameters", []):
+                    if param.get("name") in values:
+                        param["schema"]["enum"] = [values[param["name"]]]
+        return doc
+
+    app.openapi = openapi  # type: ignore[method-assign]
 
 
 def ready_runtime(request: Request) -> tuple[Runtime | None, str]:
@@ -83,12 +125,22 @@ def model_metadata(rt: Runtime) -> dict[str, Any]:
     }
 
 
-@router.get("/health/live", summary="OIP: the server is live (200, else 4xx).")
+@router.get(
+    "/health/live",
+    response_class=Response,
+    responses={200: _STATUS[200]},
+    summary="OIP: the server is live (200, else 4xx).",
+)
 async def live() -> Response:
     return Response(status_code=200)
 
 
-@router.get("/health/ready", summary="OIP: the model is loaded and verified (200, else 400).")
+@router.get(
+    "/health/ready",
+    response_class=Response,
+    responses=_STATUS,
+    summary="OIP: the model is loaded and verified (200, else 400).",
+)
 async def ready(request: Request) -> Response:
     _, why = ready_runtime(request)
     return _error(400, why) if why else Response(status_code=200)
@@ -99,23 +151,37 @@ async def server_metadata(request: Request) -> Response:
     return _json({"name": "ccrl", "version": request.app.version, "extensions": []})
 
 
-@router.get("/models/{name}", summary="OIP: model metadata.")
+@router.get("/models/{name}", responses=_METADATA, summary="OIP: model metadata.")
 async def metadata(request: Request, name: str) -> Response:
     rt, answer = _find(request, name, None)
     return _json(model_metadata(rt)) if rt is not None else answer
 
 
-@router.get("/models/{name}/ready", summary="OIP: the model is ready (200, else 4xx).")
+@router.get(
+    "/models/{name}/ready",
+    response_class=Response,
+    responses=_MODEL,
+    summary="OIP: the model is ready (200, else 4xx).",
+)
 async def model_ready(request: Request, name: str) -> Response:
     return _find(request, name, None)[1]
 
 
-@router.get("/models/{name}/versions/{version}", summary="OIP: model version metadata.")
+@router.get(
+    "/models/{name}/versions/{version}",
+    responses=_METADATA,
+    summary="OIP: model version metadata.",
+)
 async def version_metadata(request: Request, name: str, version: str) -> Response:
     rt, answer = _find(request, name, version)
     return _json(model_metadata(rt)) if rt is not None else answer
 
 
-@router.get("/models/{name}/versions/{version}/ready", summary="OIP: the version is ready.")
+@router.get(
+    "/models/{name}/versions/{version}/ready",
+    response_class=Response,
+    responses=_MODEL,
+    summary="OIP: the version is ready.",
+)
 async def version_ready(request: Request, name: str, version: str) -> Response:
     return _find(request, name, version)[1]

@@ -4,8 +4,11 @@ uvicorn's own shutdown closes every idle keep-alive connection at once: a client
 next request on one at that moment gets a reset (``ECONNRESET``) instead of an answer. Here, on
 SIGTERM (or SIGINT) a worker:
 
-1. stops accepting: closes its listening sockets (with several workers the master closed its copy
-   first, :mod:`service.api.supervisor`), so a new connection is refused, never reset;
+1. stops accepting at once (from the signal handler, not at the server's next tick): closes its
+   listening sockets, so a new connection is refused, never reset. With several workers the
+   master closed its copy first (:mod:`service.api.supervisor`) and every worker waits
+   ``SETTLE_S`` before it tells clients to reconnect: a client told by one worker must not land
+   in the accept queue of another that is about to close it (those connections are reset);
 2. drains for up to ``drain_s``: connections stay open and every answer carries
    ``Connection: close`` (:class:`CloseWhenDraining`), so a keep-alive client's next request is
    still answered and the client then moves to another replica; in-flight requests go on;
@@ -38,6 +41,9 @@ from service.api.reload import hangup
 log = logging.getLogger("ccrl.shutdown")
 
 EXIT_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+SETTLE_S = 0.25
+"""With several workers: from closing the listening socket to the first ``Connection: close``."""
 
 DRAINING = threading.Event()
 """Set in a worker from the moment it starts its graceful shutdown."""
@@ -91,23 +97,35 @@ class GracefulServer(uvicorn.Server):
             for sig, handler in handlers.items():
                 signal.signal(sig, handler)
 
+    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        await super().startup(sockets=sockets)
+        self._loop = asyncio.get_running_loop()
+
     def handle_exit(self, sig: int, frame: FrameType | None) -> None:
         """Start the graceful shutdown (a second SIGINT forces it); the signal is not re-raised."""
         if self.should_exit and sig == signal.SIGINT:
             self.force_exit = True
-        else:
-            self.should_exit = True
+            return
+        self.should_exit = True
+        loop: asyncio.AbstractEventLoop | None = getattr(self, "_loop", None)
+        if loop is not None:
+            loop.call_soon_threadsafe(self._stop_accepting)
+
+    def _stop_accepting(self) -> None:
+        for server in getattr(self, "servers", []):
+            server.close()  # closes its listening socket
 
     def _hangup(self, sig: int, frame: FrameType | None) -> None:
         threading.Thread(target=hangup, name="ccrl-hangup", daemon=True).start()
 
     async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
         start = time.monotonic()
-        DRAINING.set()
-        for server in self.servers:
-            server.close()
+        self._stop_accepting()
         for sock in sockets or []:
             sock.close()
+        if sockets:  # several workers: let the others close their copies first
+            await asyncio.sleep(SETTLE_S)
+        DRAINING.set()
         log.info(
             "draining: %d connection(s) open, answering with Connection: close for up to %.1fs",
             len(self.server_state.connections),

@@ -435,9 +435,13 @@ def serve_process(tmp_path: Path) -> Iterator[Any]:
             proc.kill()
 
 
+JSON = {"content-type": "application/json"}
+
+
 class LoadLoop:
     """A bounded load: ``clients`` threads, each with its own keep-alive connection, posting
-    ``/localize`` bodies in turn until ``stop()``, ``max_requests`` each, or ``max_s``.
+    ``/localize`` bodies (with the write ``token``) in turn until ``stop()``, ``max_requests``
+    each, or ``max_s``.
 
     Every request is recorded as ``(sent_at, outcome, detail)``: outcome ``ok`` (200; detail =
     the answering model version, plus ``close`` when the answer said ``Connection: close``),
@@ -453,8 +457,12 @@ class LoadLoop:
         clients: int = 2,
         max_requests: int = 400,
         max_s: float = 120.0,
+        token: str | None = TOKEN,
     ) -> None:
         self.url = url
+        self.headers = dict(JSON)
+        if token is not None:  # indexing a video (a body with video_id) needs the token
+            self.headers["authorization"] = f"Bearer {token}"
         self.bodies = bodies
         self.max_requests = max_requests
         self.max_s = max_s
@@ -502,7 +510,7 @@ class LoadLoop:
         import httpx
 
         try:
-            r = client.post(f"{self.url}/localize", content=body)
+            r = client.post(f"{self.url}/localize", content=body, headers=self.headers)
         except httpx.ConnectError as e:
             return "refused", str(e)
         except httpx.HTTPError as e:

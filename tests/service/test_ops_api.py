@@ -64,7 +64,9 @@ def test_reload_swaps_the_bundle_and_refuses_a_tampered_one_with_its_reason(
 
 def test_reload_body_errors_are_4xx(client: Any, api_token: str) -> None:
     h = _auth(api_token)
-    assert client.post("/admin/reload", content=b"{", headers=h).status_code == 400
+    assert client.post("/admin/reload", content=b"{}", headers=h).status_code == 415
+    json_h = {**h, "content-type": "application/json"}
+    assert client.post("/admin/reload", content=b"{", headers=json_h).status_code == 400
     r = client.post("/admin/reload", json={"bundle": 3}, headers=h)
     assert r.status_code == 422
     r = client.post("/admin/reload", json={"bundle": "/no/such/bundle"}, headers=h)
@@ -101,7 +103,11 @@ def test_a_request_in_flight_finishes_on_the_old_bundle(
 
     def slow() -> None:
         with httpx.Client(timeout=60) as c:
-            out["r"] = c.post(f"{served.url}/localize", content=pieces())
+            out["r"] = c.post(
+                f"{served.url}/localize",
+                content=pieces(),
+                headers={"content-type": "application/json"},
+            )
 
     t = threading.Thread(target=slow)
     t.start()
@@ -117,7 +123,12 @@ def test_a_request_in_flight_finishes_on_the_old_bundle(
     assert out["r"].status_code == 200 and out["r"].json()["model_version"] == _version(
         service_bundle
     )
-    after = httpx.post(f"{served.url}/localize", content=body, timeout=60)
+    after = httpx.post(
+        f"{served.url}/localize",
+        content=body,
+        headers={"content-type": "application/json"},
+        timeout=60,
+    )
     assert after.json()["model_version"] == _version(sim_bundle)
 
 
@@ -213,7 +224,11 @@ def test_the_self_check_refuses_a_bank_of_the_wrong_width(service_bundle: Path) 
 # ---------------------------------------------------------------------------- Redis epoch
 @pytest.mark.redis
 def test_a_redis_that_came_back_empty_marks_the_index_partial(
-    make_settings: Any, redis_server: Any, test_videos: list[Video], make_payload: Any
+    make_settings: Any,
+    redis_server: Any,
+    test_videos: list[Video],
+    make_payload: Any,
+    api_token: str,
 ) -> None:
     from fastapi.testclient import TestClient
 
@@ -224,7 +239,8 @@ def test_a_redis_that_came_back_empty_marks_the_index_partial(
     settings = make_settings(redis_url=redis_server.url)
     with TestClient(create_app(settings)) as c:
         v = test_videos[0]
-        assert c.post("/localize", json=make_payload(v, video_id=v.id)).json()["indexed"]
+        r = c.post("/localize", json=make_payload(v, video_id=v.id), headers=_auth(api_token))
+        assert r.json()["indexed"], r.text
         ready = c.get("/readyz").json()
         assert (ready["status"], ready["index"]) == ("ready", "complete")
         redis_server.stop()  # no persistence: it comes back empty

@@ -28,7 +28,7 @@ pytestmark = pytest.mark.slow
 
 
 def _bodies(videos: list[Video], make_payload: Any) -> list[bytes]:
-    return [json.dumps(make_payload(v, video_id=v.id)).encode() for v in videos[:4]]
+    return [json.dumps(make_payload(v, video_id=v.id, overwrite=True)).encode() for v in videos[:4]]
 
 
 def _versions(url: str, n: int = 6) -> set[str]:
@@ -51,6 +51,18 @@ def _tampered(bundle: Path, tmp: Path) -> Path:
         byte = f.read(1)
         f.seek(20)
         f.write(bytes([byte[0] ^ 0xFF]))
+    return out
+
+
+def _reversioned(bundle: Path, tmp: Path, version: str) -> Path:
+    """A copy of ``bundle`` under another version (manifest and its sha256 rewritten), as an
+    operator's next release of it would be."""
+    from training.bundle_writer import write_manifest
+
+    out = tmp / f"bundle-{version}"
+    shutil.copytree(bundle, out)
+    manifest = json.loads((out / "manifest.json").read_text())
+    write_manifest(out, {**manifest, "version": version})
     return out
 
 
@@ -84,6 +96,7 @@ def test_reload_under_load_with_two_workers_loses_no_request(
 
     srv = serve_process(service_bundle, workers=2, REDIS_URL=redis_url, CCRL_SHUTDOWN_DRAIN_S="1")
     auth = {"Authorization": f"Bearer {api_token}"}
+    sim_bundle = _reversioned(sim_bundle, tmp_path, "next-release")  # versions always differ
     v_old, v_new = _manifest_version(service_bundle), _manifest_version(sim_bundle)
     assert v_old != v_new
     with load_loop(srv.url, _bodies(test_videos, make_payload), max_requests=400) as load:
@@ -139,7 +152,7 @@ def _promtool_check_metrics(text: str) -> None:
     assert proc.returncode == 0 and not proc.stdout.strip(), proc.stdout + proc.stderr
 
 
-def _trickle(url: str, body: bytes, seconds: float, out: dict[str, Any]) -> None:
+def _trickle(url: str, body: bytes, seconds: float, out: dict[str, Any], token: str) -> None:
     """POST ``body`` in 10 pieces over ``seconds``: a request in flight for that long.
     ``out["sending"]`` is set once the first piece is on its way (the request is in flight)."""
     sending: threading.Event = out["sending"]
@@ -154,7 +167,13 @@ def _trickle(url: str, body: bytes, seconds: float, out: dict[str, Any]) -> None
     try:
         with httpx.Client(timeout=60) as client:
             r = client.post(
-                f"{url}/localize", content=pieces(), headers={"content-length": str(len(body))}
+                f"{url}/localize",
+                content=pieces(),
+                headers={
+                    "content-length": str(len(body)),
+                    "content-type": "application/json",
+                    "authorization": f"Bearer {token}",
+                },
             )
         out["status"], out["connection"] = r.status_code, r.headers.get("connection", "")
     except httpx.HTTPError as e:
@@ -169,6 +188,7 @@ def test_sigterm_under_load_resets_no_connection_and_loses_no_request(
     test_videos: list[Video],
     make_payload: Any,
     workers: int,
+    api_token: str,
 ) -> None:
     srv = serve_process(
         service_bundle, workers=workers, CCRL_SHUTDOWN_DRAIN_S="1.5", CCRL_SHUTDOWN_GRACE_S="20"
@@ -177,7 +197,9 @@ def test_sigterm_under_load_resets_no_connection_and_loses_no_request(
     inflight: dict[str, Any] = {"sending": threading.Event()}
     with load_loop(srv.url, bodies, clients=3, max_requests=400, max_s=90) as load:
         load.wait_for(12)
-        slow = threading.Thread(target=_trickle, args=(srv.url, bodies[0], 2.0, inflight))
+        slow = threading.Thread(
+            target=_trickle, args=(srv.url, bodies[0], 2.0, inflight, api_token)
+        )
         slow.start()
         assert inflight["sending"].wait(timeout=30)
         time.sleep(0.3)  # the slow request is in flight (part of its body sent)

@@ -37,6 +37,7 @@ PROMETHEUS = shutil.which("prometheus")
 PROMTOOL = shutil.which("promtool")
 REQUIRED = bool(os.environ.get("CCRL_REQUIRE_PROMTOOL"))
 # What Grafana puts in place of the template variables (All replicas; a 1 s scrape interval).
+JSON = {"content-type": "application/json"}
 VARIABLES = {"$instance": ".*", "$__rate_interval": "15s", "$__range": "1m"}
 
 
@@ -131,16 +132,16 @@ def _query(url: str, expr: str) -> dict[str, Any]:
     return out
 
 
-def _little_load(url: str, bodies: list[bytes], stop: threading.Event) -> None:
+def _little_load(url: str, bodies: list[bytes], stop: threading.Event, token: str) -> None:
     """A few requests a second: localize (indexed), a top-segments page, a 422, a 404."""
-    with httpx.Client(timeout=30) as c:
+    with httpx.Client(timeout=30, headers={"authorization": f"Bearer {token}"}) as c:
         for i in range(400):  # bounded; the test stops it much earlier
             if stop.wait(0.2):
                 return
-            c.post(f"{url}/localize", content=bodies[i % len(bodies)])
+            c.post(f"{url}/localize", content=bodies[i % len(bodies)], headers=JSON)
             if i % 5 == 0:
                 c.get(f"{url}/classes/1/top-segments")
-                c.post(f"{url}/localize", content=b'{"rgb": [], "audio": []}')
+                c.post(f"{url}/localize", content=b'{"rgb": [], "audio": []}', headers=JSON)
                 c.get(f"{url}/classes/99999/top-segments")
 
 
@@ -150,11 +151,14 @@ def test_every_panel_returns_data_and_every_alert_evaluates(
     service_bundle: Path,
     test_videos: list[Video],
     make_payload: Any,
+    api_token: str,
 ) -> None:
     srv = serve_process(service_bundle)
-    bodies = [json.dumps(make_payload(v, video_id=v.id)).encode() for v in test_videos[:3]]
+    bodies = [
+        json.dumps(make_payload(v, video_id=v.id, overwrite=True)).encode() for v in test_videos[:3]
+    ]
     stop = threading.Event()
-    load = threading.Thread(target=_little_load, args=(srv.url, bodies, stop))
+    load = threading.Thread(target=_little_load, args=(srv.url, bodies, stop, api_token))
     load.start()
     try:
         prom = prometheus(f"127.0.0.1:{srv.port}")
