@@ -9,6 +9,9 @@ multiprocess folder) before any worker starts. It holds:
   generation moves past its own. A worker that starts later (a respawn) loads this bundle.
 - ``worker-{pid}.json``: what each worker serves: ``{pid, generation, model, model_version, ok,
   detail}``, written at start-up and after every reload, removed at exit.
+- ``workers.json``: ``{"pids": [...]}``, the workers the master runs now (written by
+  :mod:`service.api.supervisor` whenever it starts one), so that a reload can wait for a worker
+  that is still starting.
 
 Every write is a whole file renamed into place (readers never see half a file); ``reload.json`` is
 updated under an exclusive ``flock`` so that two requests at once get two generations.
@@ -112,6 +115,18 @@ class ControlFolder:
     def forget(self, pid: int) -> None:
         """Remove a worker's state (it is exiting)."""
         (self.path / f"worker-{pid}.json").unlink(missing_ok=True)
+
+    def expect(self, pids: list[int]) -> None:
+        """Record the workers the master runs now."""
+        _write_json(self.path / "workers.json", {"pids": [int(p) for p in pids]})
+
+    def expected(self) -> list[int]:
+        """The workers the master runs (empty without a master: one in-process server)."""
+        try:
+            data = json.loads((self.path / "workers.json").read_text(encoding="utf-8"))
+        except (FileNotFoundError, ValueError):
+            return []
+        return [int(p) for p in data.get("pids", []) if _pid_alive(int(p))]
 
     def workers(self) -> list[WorkerState]:
         """The states of the live workers, by pid."""

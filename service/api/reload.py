@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from service.api.control import ControlFolder, WorkerState, control_dir
+from service.api.control import ControlFolder, ReloadRequest, WorkerState, control_dir
 from service.api.errors import ApiError
 from service.api.runtime import Runtime
 from service.config import Settings
@@ -111,14 +111,16 @@ class Reloads:
     def start(self, runtime: Runtime | None = None) -> Runtime:
         """Serve ``runtime`` (not closed here), or build one: the latest published bundle's if a
         reload was published before this worker started, else the configured one."""
+        # The request as it was before the build: one published while this worker loads is
+        # followed by the watch thread (it checks the request file once as it starts).
+        request = self.control.request() if self.control is not None else ReloadRequest()
         if runtime is None:
-            request = self.control.request() if self.control is not None else None
             settings = self.settings
-            if request is not None and request.bundle:
+            if request.bundle:
                 settings = settings.model_copy(update={"bundle": Path(request.bundle)})
             runtime = self.build(settings, None)
             self._owned.add(id(runtime))
-        self.generation = self.control.request().generation if self.control is not None else 0
+        self.generation = request.generation
         self.state.runtime = runtime
         _ACTIVE.add(self)
         self._report(runtime)
@@ -240,8 +242,8 @@ class Reloads:
 
     def _watch(self) -> None:
         assert self.control is not None
-        seen = self.control.stamp()
-        while not self._stop.wait(self.poll_s):
+        seen: float | None = None
+        while seen is None or not self._stop.wait(self.poll_s):
             stamp = self.control.stamp()
             if stamp == seen:
                 continue
@@ -251,14 +253,15 @@ class Reloads:
                 self.follow(request.bundle, request.generation)
 
     def _wait_workers(self, wait_s: float) -> list[WorkerState]:
-        """The live workers' states, once all have reached this generation (or ``wait_s``)."""
+        """The workers' states once every worker the master runs (one still starting included)
+        has reached this generation, or when ``wait_s`` has passed."""
         if self.control is None:
             return []
         deadline = time.monotonic() + wait_s
         while True:
-            states = self.control.workers()
-            if all(s.generation >= self.generation for s in states):
-                return states
-            if time.monotonic() >= deadline:
-                return states
+            states = {s.pid: s for s in self.control.workers()}
+            want = self.control.expected() or list(states)
+            done = all(p in states and states[p].generation >= self.generation for p in want)
+            if done or time.monotonic() >= deadline:
+                return [states[p] for p in sorted(states)]
             time.sleep(0.05)

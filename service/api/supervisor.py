@@ -32,6 +32,7 @@ from typing import Any
 import uvicorn
 from uvicorn.config import STARTUP_FAILURE
 
+from service.api.control import ControlFolder, control_dir
 from service.api.reload import hangup
 from service.api.shutdown import GracefulServer
 
@@ -86,6 +87,7 @@ class Supervisor:
             signal.signal(sig, self._on_signal)
         sock = self.config.bind_socket()
         self.procs = [self._spawn(sock) for _ in range(self.workers)]
+        self._expect()
         failed = False
         while not self._exit.wait(0.25):
             if self._hup.is_set():
@@ -108,7 +110,14 @@ class Supervisor:
                 return True
             log.warning("worker %s exited (%s): starting another", proc.pid, proc.exitcode)
             self.procs[i] = self._spawn(sock)
+            self._expect()
         return False
+
+    def _expect(self) -> None:
+        """Tell the workers who they are (a reload waits for each, :mod:`service.api.reload`)."""
+        path = control_dir()
+        if path is not None:
+            ControlFolder(path).expect([p.pid for p in self.procs if p.pid is not None])
 
     def _stop(self) -> int:
         for proc in self.procs:

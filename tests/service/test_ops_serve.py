@@ -107,7 +107,7 @@ def test_reload_under_load_with_two_workers_loses_no_request(
         assert r.status_code == 200, r.text
         out = r.json()
         assert out["status"] == "reloaded" and out["model_version"] == v_new
-        assert out["previous_version"] == v_old and len(out["workers"]) == 2
+        assert out["previous_version"] == v_old and len(out["workers"]) == 2, srv.log()[-4000:]
         assert {w["model_version"] for w in out["workers"]} == {v_new}
         assert _versions(srv.url) == {v_new}  # every worker serves it once the answer came
         seen = len(load.records)
