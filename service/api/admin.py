@@ -111,7 +111,7 @@ async def reload_bundle(request: Request, rt: RuntimeDep) -> Response:
     auth.require_write(rt.settings, request.headers)
     body = await request.body()
     if body.strip():
-        require_json(request)
+        await require_json(request)
     bundle = _bundle_of(body)
     reloads: Reloads = request.app.state.reloads
     done = await run_in_threadpool(reloads.reload, bundle, wait_s=WAIT_S)
