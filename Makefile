@@ -11,8 +11,9 @@ DEMO_DATA ?= data/demo
 DEMO_BUNDLE ?= models/demo
 HOST ?= 127.0.0.1
 PORT ?= 8000
+SOAK_MINUTES ?= 5
 
-.PHONY: venv serve test test-deps lint bench bench-quick bench-deps clean
+.PHONY: venv serve test test-deps lint bench bench-quick bench-deps soak clean
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -59,6 +60,15 @@ bench: $(STAMP) bench-deps $(DEMO_BUNDLE)/manifest.json
 
 bench-quick: $(STAMP) bench-deps $(DEMO_BUNDLE)/manifest.json
 	$(BIN)/python -m loadtests.bench_http --preset quick --bundle $(DEMO_BUNDLE)
+
+# A steady load on a real `ccrl serve` of the demo bundle for SOAK_MINUTES (default 5): errors,
+# p50/p99 and server memory per window as a table and a PNG in loadtests/results/soak/; fails on any
+# error or on memory growth (loadtests/soak.py).
+soak: $(STAMP)
+	@test -f $(DEMO_BUNDLE)/manifest.json || \
+	    $(BIN)/ccrl demo --data $(DEMO_DATA) --bundle $(DEMO_BUNDLE) --build-only
+	$(BIN)/python -m loadtests.soak --bundle $(DEMO_BUNDLE) --minutes $(SOAK_MINUTES) \
+	    --out loadtests/results/soak
 
 clean:
 	rm -rf $(VENV) build dist *.egg-info .pytest_cache .ruff_cache .mypy_cache

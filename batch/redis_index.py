@@ -125,8 +125,10 @@ def _write_videos(
 def write_index(
     store: RedisIndexStore, lists: Mapping[int, ClassList], ids: npt.NDArray[np.str_]
 ) -> dict[str, int]:
-    """Replace every corpus video (``ids`` [N], by ordinal) with the members of ``lists``."""
+    """Replace every corpus video (``ids`` [N], by ordinal) with the members of ``lists``; the
+    index is then complete again, so a partial mark (Redis lost its data) is cleared."""
     removed = _remove_old(store, ids.tolist())
     members = _write_classes(store, lists, ids)
     videos = _write_videos(store, lists, ids)
+    store.epoch.mark_rebuilt()  # service.stores.epoch: /readyz and ccrl_index_partial say complete
     return {"members": members, "videos": videos, "removed": removed}

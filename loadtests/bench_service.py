@@ -172,11 +172,12 @@ def running_server(
     redis_url: str | None = None,
     startup_s: float = 90.0,
     extra_env: dict[str, str] | None = None,
+    started: list[subprocess.Popen[bytes]] | None = None,
 ) -> Iterator[str]:
     """``ccrl serve`` on a free 127.0.0.1 port, ready (``/readyz`` 200); stopped on exit.
 
     The server gets none of this process's ``CCRL_*`` / ``REDIS_URL`` variables, only the thread
-    settings, ``redis_url`` and ``extra_env``.
+    settings, ``redis_url`` and ``extra_env``. Its process is appended to ``started`` if given.
     """
     import httpx
 
@@ -198,6 +199,8 @@ def running_server(
     cmd = [sys.executable, "-m", "ccrl", "serve", "--bundle", str(bundle)]
     cmd += ["--host", "127.0.0.1", "--port", str(port), "--workers", "1"]
     proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT)
+    if started is not None:
+        started.append(proc)
     url = f"http://127.0.0.1:{port}"
 
     def log_tail() -> str:

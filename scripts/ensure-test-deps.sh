@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # What the test suite needs outside Python, installed and started when missing:
 # - redis-server answering on 127.0.0.1:$REDIS_PORT (default 6379): the Redis store tests use it;
-# - promtool (Debian package `prometheus`): checks deploy/prometheus config, rules and alert tests;
+# - promtool and the prometheus server (Debian package `prometheus`): promtool checks the config,
+#   rules and alert tests in deploy/prometheus; the server scrapes a real `ccrl serve` in the suite
+#   (tests/service/test_prometheus_live.py);
 # - hey (Debian package `hey`): the load generator that the benchmark's tiny run in the suite uses;
 # - chromium and chromium-driver (/usr/bin/chromium, /usr/bin/chromedriver): the review page's
 #   browser test drives them with Selenium (no browser or driver is ever downloaded).
@@ -11,7 +13,7 @@ port="${REDIS_PORT:-6379}"
 SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
 missing=()
 command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)
-command -v promtool >/dev/null 2>&1 || missing+=(prometheus)
+{ command -v promtool && command -v prometheus; } >/dev/null 2>&1 || missing+=(prometheus)
 command -v hey >/dev/null 2>&1 || missing+=(hey)
 [ -x /usr/bin/chromium ] || missing+=(chromium)
 [ -x /usr/bin/chromedriver ] || missing+=(chromium-driver)

@@ -152,6 +152,18 @@ class Settings(BaseSettings):
         description="Segments kept per class and list (top, uncertain) for labels by reference "
         "and re-scoring (service/stores/kept.py); 0 = none kept.",
     )
+    shutdown_grace_s: float = Field(
+        default=20.0,
+        gt=0,
+        le=3600,
+        description="SIGTERM: in-flight requests get this long (keep under the pod's grace).",
+    )
+    shutdown_drain_s: float = Field(
+        default=5.0,
+        ge=0,
+        le=3600,
+        description="SIGTERM: connections stay open this long, answering with Connection: close.",
+    )
 
     @field_validator("api_token", "index_token", mode="before")
     @classmethod

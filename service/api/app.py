@@ -19,16 +19,20 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from service.api import admin, oip
 from service.api.errors import BodyTooLarge, error_response, install_error_handlers
 from service.api.guards import HeaderGuard, install_disconnect_handler
 from service.api.metrics import Metrics
 from service.api.openapi import install_openapi
+from service.api.reload import Reloads
 from service.api.review_routes import router as review_router
 from service.api.routes import router
 from service.api.runtime import Runtime
+from service.api.shutdown import CloseWhenDraining
 from service.bundle import Bundle, BundleError, load_bundle
 from service.config import Settings
 from service.scorer import Scorer
+from service.selfcheck import SelfCheckError, self_check
 from service.stores.base import BankStore, IndexStore
 from service.stores.memory import MemoryBankStore, MemoryIndexStore
 from service.tuning import freeze_heap, limit_blas_threads
@@ -77,8 +81,13 @@ def build_stores(
     return bank, RedisIndexStore(backend, settings.index_cap)
 
 
-def build_runtime(settings: Settings) -> Runtime:
-    """Load and verify the bundle, create the sessions and stores: everything a process serves."""
+def build_runtime(settings: Settings, previous: Runtime | None = None) -> Runtime:
+    """Load and verify the bundle, create the sessions and stores: everything a process serves.
+
+    With ``previous`` (a hot reload), the metrics and the scoring slots are the previous runtime's,
+    and so are its stores when both bundles have the same namespace (same version and bank).
+    Raises :class:`BundleError` for a bundle that fails its files' check or the self-check.
+    """
     if settings.bundle is None:
         raise BundleError("no model bundle: set CCRL_BUNDLE or pass --bundle DIR")
     t0 = time.perf_counter()
@@ -94,9 +103,19 @@ def build_runtime(settings: Settings) -> Runtime:
         xgb_nthread=settings.xgb_nthread,
         spinning=settings.ort_spinning,
     )
-    metrics = Metrics()
+    metrics = previous.metrics if previous is not None else Metrics()
+    if previous is not None and bundle_namespace(previous.bundle) == bundle_namespace(bundle):
+        bank, index = previous.bank, previous.index
+    else:
+        bank, index = build_stores(settings, bundle, metrics)
+    try:
+        checks = self_check(scorer, bank.snapshot())
+    except SelfCheckError as e:
+        if previous is None or bank is not previous.bank:
+            bank.close()
+            index.close()
+        raise BundleError(f"{bundle.path}: self-check failed: {e}") from None
     metrics.set_model(bundle.manifest.name, bundle.manifest.version)
-    bank, index = build_stores(settings, bundle, metrics)
     log.info(
         "loaded bundle %s (version %s) in %.2fs: %s; store %s",
         bundle.path,
@@ -105,6 +124,7 @@ def build_runtime(settings: Settings) -> Runtime:
         scorer.describe(),
         bank.kind,
     )
+    slots = previous.slots if previous is not None else None
     rt = Runtime(
         settings,
         bundle,
@@ -112,7 +132,8 @@ def build_runtime(settings: Settings) -> Runtime:
         bank,
         index,
         metrics,
-        threading.BoundedSemaphore(settings.max_concurrent_scoring),
+        slots or threading.BoundedSemaphore(settings.max_concurrent_scoring),
+        checks,
     )
     rt.localizer  # noqa: B018 - built (with its review store) once, before any request
     return rt
@@ -198,18 +219,16 @@ def create_app(settings: Settings | None = None, *, runtime: Runtime | None = No
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        owned = runtime is None
-        rt = runtime or build_runtime(settings or Settings())
-        app.state.runtime = rt
-        if owned:
+        base = settings or (runtime.settings if runtime is not None else Settings())
+        reloads = Reloads(app.state, base, build_runtime)  # hot reloads: service/api/reload.py
+        reloads.start(runtime)  # sets app.state.runtime; builds it unless given
+        app.state.reloads = reloads
+        if runtime is None:
             freeze_heap()
         try:
             yield
         finally:
-            app.state.runtime = None
-            if owned:
-                rt.close()
-                rt.metrics.process_exit()
+            reloads.shutdown()  # closes what it built (never a given runtime)
 
     app = FastAPI(
         title="ccrl",
@@ -223,6 +242,9 @@ def create_app(settings: Settings | None = None, *, runtime: Runtime | None = No
     app.include_router(router)
     install_openapi(app)
     app.include_router(review_router)
+    oip.document(app)  # the served model's name and version in /v2/models paths
+    app.include_router(admin.router)
+    app.include_router(oip.router)
     limit = settings.max_body_bytes if settings is not None else None
     app.add_middleware(
         HeaderGuard,
@@ -231,4 +253,5 @@ def create_app(settings: Settings | None = None, *, runtime: Runtime | None = No
         max_header_bytes=settings.max_header_bytes if settings else None,
     )
     app.add_middleware(ServiceMiddleware, fastapi_app=app, max_body_bytes=limit)
+    app.add_middleware(CloseWhenDraining)  # outermost: graceful shutdown (api/shutdown.py)
     return app

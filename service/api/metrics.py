@@ -28,6 +28,19 @@ from service.localize import Localized
 from service.stores.base import StoreListener
 
 STAGES = ("decode", "candidate", "features", "gbm", "rank", "index", "bank")
+STORE_OPS = (
+    ("bank", "poll"),
+    ("bank", "refresh"),
+    ("bank", "load"),
+    ("bank", "seed"),
+    ("bank", "add"),
+    ("bank", "decode"),
+    ("index", "put"),
+    ("index", "top"),
+    ("index", "ping"),
+    ("index", "epoch"),
+)
+"""The (store, op) pairs of ``ccrl_store_errors_total``, exported at 0 from the start."""
 _LATENCY_BUCKETS = (
     0.001,
     0.0025,
@@ -122,9 +135,31 @@ class Metrics(StoreListener):
             registry=r,
             multiprocess_mode="livemax",
         )
+        self.reloads = Counter(
+            "ccrl_reloads_total",
+            "Hot reloads of the bundle by result (ok|refused).",
+            ["result"],
+            registry=r,
+        )
+        self.index_partial = Gauge(
+            "ccrl_index_partial",
+            "1 while the corpus index is partial: Redis lost its data since (rebuild it).",
+            registry=r,
+            multiprocess_mode="livemax",
+        )
+        self.redis_resets = Counter(
+            "ccrl_redis_resets_total",
+            "Times this replica found that Redis had lost its data (the epoch key).",
+            registry=r,
+        )
         for stage in STAGES:  # export every stage series from the start
             self.stage_seconds.labels(stage=stage)
+        for store, op in STORE_OPS:  # and every store error series, at 0 until one fails
+            self.store_errors.labels(store=store, op=op)
+        for result in ("ok", "refused"):
+            self.reloads.labels(result=result)
         self.degraded_gauge.set(0)
+        self.index_partial.set(0)
 
     # ------------------------------------------------------------------ store hooks
     def store_error(self, store: str, op: str) -> None:
@@ -137,6 +172,12 @@ class Metrics(StoreListener):
         self.bank_refreshes.inc()
         self.bank_segments.labels(label="positive").set(float(bank.pos_count.sum()))
         self.bank_segments.labels(label="negative").set(float(bank.neg_count.sum()))
+
+    def index_state(self, partial: bool) -> None:
+        self.index_partial.set(1 if partial else 0)
+
+    def redis_reset(self) -> None:
+        self.redis_resets.inc()
 
     # ------------------------------------------------------------------ helpers
     def set_model(self, name: str, version: str) -> None:

@@ -178,6 +178,11 @@ def _add_labels(rt: Runtime, class_id: int, body: bytes) -> schemas.LabelsRespon
     openapi_extra=_json_body(schemas.LabelsRequest),
     dependencies=JSON_BODY,
     summary="Add labelled segments of a video to a class's bank (needs the bearer token).",
+    description=(
+        "A 503 (`store_unavailable`) means the outcome is unknown: the shared store did not "
+        "confirm the write, which may or may not have been stored. Retrying the same request is "
+        "safe: a segment labelled again keeps its latest label (a relabel), never a duplicate."
+    ),
 )
 async def add_labels(request: Request, rt: RuntimeDep, class_id: int) -> Response:
     auth.require_write(rt.settings, request.headers)
@@ -229,10 +234,11 @@ async def healthz() -> Response:
 @router.get(
     "/readyz",
     response_model=schemas.Readiness,
-    summary="Model loaded; shared store reachable (else 'degraded').",
+    summary="Model loaded; shared store reachable and index complete (else 'degraded').",
 )
 def readyz(rt: RuntimeDep) -> Response:
-    out = schemas.readiness(rt.model_name, rt.model_version, rt.bank.health(), rt.bank.version())
+    health, index = rt.bank.health(), rt.index.state()
+    out = schemas.readiness(rt.model_name, rt.model_version, health, rt.bank.version(), index)
     return _json(out)
 
 

@@ -1,13 +1,16 @@
 """What the lifespan builds and the routes use: settings, bundle, scorer, stores, metrics.
 
 Routes take the runtime as a parameter typed :data:`RuntimeDep`: FastAPI hands them
-``app.state.runtime``, or answers 503 ``not_ready`` while the model is not loaded.
+``app.state.runtime``, or answers 503 ``not_ready`` while the model is not loaded. A request keeps
+the runtime it started with to its end (its lease), so that a hot reload (:mod:`service.api.reload`)
+can swap ``app.state.runtime`` at any moment and close the old one once its last request is done.
 """
 
 from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Annotated
@@ -38,6 +41,10 @@ class Runtime:
     index: IndexStore
     metrics: Metrics
     slots: threading.BoundedSemaphore = field(default_factory=lambda: threading.BoundedSemaphore(2))
+    checks: dict[str, str] = field(default_factory=dict)
+    """What the self-check proved (:func:`service.selfcheck.self_check`): part -> detail."""
+    leases: int = 0
+    """Requests using this runtime now (changed on the event loop only)."""
 
     @property
     def model_name(self) -> str:
@@ -73,15 +80,19 @@ class Runtime:
         self.index.close()
 
 
-async def get_runtime(request: Request) -> Runtime:
-    """The app's runtime; :class:`NotReady` (503) until the lifespan has loaded it.
+async def get_runtime(request: Request) -> AsyncIterator[Runtime]:
+    """The app's runtime, leased to the request; :class:`NotReady` (503) until it is loaded.
 
     ``async`` so that FastAPI calls it on the event loop: a plain function dependency would be run
     in the thread pool, a thread hop per request (loadtests/README.md)."""
     rt: Runtime | None = getattr(request.app.state, "runtime", None)
     if rt is None:
         raise NotReady("the model is not loaded yet")
-    return rt
+    rt.leases += 1
+    try:
+        yield rt
+    finally:
+        rt.leases -= 1
 
 
 RuntimeDep = Annotated[Runtime, Depends(get_runtime)]

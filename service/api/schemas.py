@@ -33,7 +33,7 @@ from service.decode import FRAME_VALUE_BOUND, FRAME_VALUE_LIMIT, FRAME_VALUE_TOL
 from service.explain import Evidence
 from service.localize import Localized
 from service.scorer import ClassSegments
-from service.stores.base import IndexEntry, RemoveResult, StoreHealth, WriteResult
+from service.stores.base import IndexEntry, IndexState, RemoveResult, StoreHealth, WriteResult
 from service.yt8m import AUDIO_DIM, MAX_FRAMES, RGB_DIM, SEGMENT_FRAMES, segment_end, segment_ends
 
 MAX_CLASS_ID = 2**31 - 1
@@ -452,12 +452,17 @@ class Readiness(TypedDict):
     store_detail: str
     bank_version: int
     degraded: bool
+    index: Literal["complete", "partial", "unknown"]
+    index_detail: str
 
 
-def readiness(model: str, model_version: str, health: StoreHealth, bank_version: int) -> Readiness:
-    """The answer of ``GET /readyz``: ``degraded`` while the shared store cannot be reached."""
+def readiness(
+    model: str, model_version: str, health: StoreHealth, bank_version: int, index: IndexState
+) -> Readiness:
+    """The answer of ``GET /readyz``: ``degraded`` while the shared store cannot be reached
+    (``degraded`` true) or after it lost its data (``index`` partial: rebuild the index)."""
     return {
-        "status": "ready" if health.reachable else "degraded",
+        "status": "ready" if health.reachable and index.state == "complete" else "degraded",
         "model": model,
         "model_version": model_version,
         "store": health.kind,
@@ -465,6 +470,8 @@ def readiness(model: str, model_version: str, health: StoreHealth, bank_version:
         "store_detail": health.detail,
         "bank_version": bank_version,
         "degraded": not health.reachable,
+        "index": index.state,
+        "index_detail": index.detail,
     }
 
 

@@ -9,6 +9,10 @@ Connection limits (:func:`uvicorn_limits`, from the settings): the h11 protocol 
 deadlines of :mod:`service.api.protocol`, the request head capped at ``CCRL_MAX_HEADER_BYTES``,
 ``CCRL_KEEP_ALIVE_S`` idle keep-alive, and ``CCRL_MAX_CONNECTIONS`` (per worker) beyond which
 requests are answered 503.
+
+The workers share a control folder (``CCRL_CONTROL_DIR``: hot reloads) and run under
+:mod:`service.api.supervisor`: SIGHUP reloads the bundle in place, SIGTERM drains and exits 0
+(:mod:`service.api.shutdown`).
 """
 
 from __future__ import annotations
@@ -23,6 +27,8 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from service.api.control import ENV as CONTROL_ENV
+from service.api.supervisor import LOG_FORMAT, ShutdownTimes, serve
 from service.bundle import BundleError, read_manifest, verify_files
 from service.config import Settings
 
@@ -34,7 +40,7 @@ def resolve_bundle(bundle: Path | str | None) -> Path:
     raw = bundle if bundle is not None else os.environ.get("CCRL_BUNDLE")
     if not raw:
         raise BundleError("no model bundle: pass --bundle DIR or set CCRL_BUNDLE")
-    path = Path(raw).expanduser().resolve()
+    path = Path(raw).expanduser().absolute()  # not resolved: a reload re-reads a symlink
     if not path.is_dir():
         raise BundleError(f"{path}: bundle folder not found")
     manifest = read_manifest(path)
@@ -84,9 +90,7 @@ def run_server(
         workers: uvicorn worker processes (each loads the bundle; share state through Redis);
             None = ``CCRL_WORKERS`` (default 1).
     """
-    import uvicorn
-
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    logging.basicConfig(level=logging.INFO, format=LOG_FORMAT)
     if workers is not None and workers < 1:
         print(f"error: --workers must be >= 1, got {workers}", file=sys.stderr)
         raise SystemExit(2)
@@ -109,8 +113,11 @@ def run_server(
             file=sys.stderr,
         )
     print(f"serving {path} on http://{host}:{port} ({workers} worker(s))", file=sys.stderr)
+    control = tempfile.mkdtemp(prefix="ccrl-control-")
+    os.environ[CONTROL_ENV] = control  # reload requests and worker states (service.api.control)
+    times = ShutdownTimes(settings.shutdown_grace_s, settings.shutdown_drain_s)
     try:
-        uvicorn.run(
+        status = serve(
             "service.api.app:create_app",
             factory=True,
             host=host,
@@ -119,9 +126,12 @@ def run_server(
             log_level=log_level,
             loop=settings.event_loop,
             access_log=settings.access_log,
-            timeout_graceful_shutdown=10,
+            times=times,
             **uvicorn_limits(settings),
         )
     finally:
-        if mp_dir is not None:
-            shutil.rmtree(mp_dir, ignore_errors=True)
+        for folder in (mp_dir, control):
+            if folder is not None:
+                shutil.rmtree(folder, ignore_errors=True)
+    if status:
+        raise SystemExit(status)

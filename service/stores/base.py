@@ -17,6 +17,7 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import Literal
 
 import numpy as np
 import numpy.typing as npt
@@ -59,6 +60,12 @@ class StoreListener:
 
     def bank_refreshed(self, bank: ClassBank) -> None:
         """The local bank copy was (re)loaded."""
+
+    def index_state(self, partial: bool) -> None:
+        """The corpus index was checked: ``partial`` after the shared store lost its data."""
+
+    def redis_reset(self) -> None:
+        """The shared store lost its data (see :mod:`service.stores.epoch`)."""
 
 
 @dataclass(frozen=True)
@@ -108,6 +115,16 @@ class RemoveResult:
     labels: list[int]
     positive: int
     negative: int
+
+
+@dataclass(frozen=True)
+class IndexState:
+    """What a replica knows of the corpus index: ``complete`` (nothing was lost since it first
+    saw the store), ``partial`` (the shared store lost its data since: rebuild the index) or
+    ``unknown`` (the store cannot be reached). See :mod:`service.stores.epoch`."""
+
+    state: Literal["complete", "partial", "unknown"]
+    detail: str = ""
 
 
 @dataclass(frozen=True)
@@ -187,6 +204,10 @@ class IndexStore(ABC):
         """New scores for segments already in the class's list (others are left out); returns
         how many were updated. Used after a label write (:mod:`service.review`)."""
         raise NotImplementedError(f"{type(self).__name__} cannot re-score")
+
+    def state(self) -> IndexState:
+        """Whether the index may have lost entries (an in-process index never does)."""
+        return IndexState("complete")
 
     @abstractmethod
     def health(self) -> StoreHealth:

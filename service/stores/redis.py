@@ -4,7 +4,9 @@ Keys live under ``{prefix}:{namespace}:`` where the namespace names the bundle (
 sha256 of its bank), so two bundles never mix banks or scores:
 
 - ``index:class:{c}`` (sorted set of ``"{video}:{start}"`` by score, capped),
-  ``index:video:{v}`` (JSON ``{class: [starts]}``: what to remove when ``v`` is re-scored).
+  ``index:video:{v}`` (JSON ``{class: [starts]}``: what to remove when ``v`` is re-scored);
+- ``epoch`` (a token created once) and ``index:lost`` (set when the epoch vanished: Redis lost its
+  data and the index is partial until rebuilt), see :mod:`service.stores.epoch`.
 
 The bank's per-class keys are in :mod:`service.stores.redis_bank`. Redis calls use short timeouts
 and no retries; after a failure the store answers :class:`StoreUnavailable` at once for
@@ -31,12 +33,14 @@ from service.stores.base import (
     F32,
     I64,
     IndexEntry,
+    IndexState,
     IndexStore,
     StoreHealth,
     StoreListener,
     StoreUnavailable,
     VideoExists,
 )
+from service.stores.epoch import EpochWatch
 from service.yt8m import parse_segment_id, segment_id
 
 T = TypeVar("T")
@@ -142,6 +146,11 @@ class RedisIndexStore(IndexStore):
             raise ValueError(f"index cap must be >= 1, got {cap}")
         self.backend = backend
         self.cap = cap
+        self.epoch = EpochWatch(backend, listener=backend.listener)
+
+    def state(self) -> IndexState:
+        """``partial`` once Redis lost its data (the epoch key, :mod:`service.stores.epoch`)."""
+        return self.epoch.state()
 
     def class_key(self, c: int | str) -> str:
         """The sorted set of class ``c`` (also written in bulk by ``ccrl index``)."""
@@ -156,6 +165,7 @@ class RedisIndexStore(IndexStore):
     def put_video(
         self, video_id: str, entries: Mapping[int, tuple[I64, F32]], *, overwrite: bool = True
     ) -> int:
+        self.epoch.state()  # at most one check a second: notices a Redis that came back empty
         kv = self.video_key(video_id)
         new: dict[str, list[int]] = {}
         members: dict[int, dict[str, float]] = {}

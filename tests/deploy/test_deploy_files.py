@@ -43,6 +43,9 @@ SERVICE_METRICS: dict[str, str] = {
     "ccrl_bank_segments": "gauge",
     "ccrl_indexed_segments_total": "counter",
     "ccrl_model_info": "gauge",
+    "ccrl_reloads_total": "counter",
+    "ccrl_index_partial": "gauge",
+    "ccrl_redis_resets_total": "counter",
 }
 # Series Prometheus itself provides.
 PROMETHEUS_SERIES = {"up"}
@@ -249,6 +252,7 @@ def test_no_per_class_label_anywhere() -> None:
             "version",
             "instance",
             "job",
+            "result",
         }, (expr, labels)
 
 
@@ -279,6 +283,8 @@ REQUIRED_ALERTS = {
     "CcrlDegraded": "ccrl_degraded",
     "CcrlStoreErrors": "ccrl_store_errors_total",
     "CcrlTargetDown": "up",
+    "CcrlIndexPartial": "ccrl_index_partial",
+    "CcrlReloadRefused": "ccrl_reloads_total",
 }
 
 
@@ -452,7 +458,7 @@ def test_compose_services_files_ports_and_settings() -> None:
     redis = urlparse(env["REDIS_URL"])
     assert redis.hostname == "redis" and redis.port == 6379
     assert ccrl["depends_on"]["redis"]["condition"] == "service_healthy"
-    assert "/readyz" in " ".join(ccrl["healthcheck"]["test"])
+    assert "/v2/health/ready" in " ".join(ccrl["healthcheck"]["test"])
     args = ccrl["command"]
     assert args[args.index("--port") + 1] == str(SERVICE_PORT)
     assert ccrl["ports"] == [f"127.0.0.1:{SERVICE_PORT}:{SERVICE_PORT}"]
@@ -494,7 +500,12 @@ def test_k8s_deployment_probes_ports_resources_and_security() -> None:
     args = container["args"]
     assert args[args.index("--port") + 1] == str(SERVICE_PORT)
     assert args[args.index("--host") + 1] == "0.0.0.0"
-    for probe, path in (("readinessProbe", "/readyz"), ("livenessProbe", "/healthz")):
+    probes = (
+        ("readinessProbe", "/v2/health/ready"),
+        ("livenessProbe", "/v2/health/live"),
+        ("startupProbe", "/v2/health/live"),
+    )
+    for probe, path in probes:
         get = container[probe]["httpGet"]
         assert get["path"] == path, probe
         assert get["port"] in ports or get["port"] == SERVICE_PORT, probe

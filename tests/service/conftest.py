@@ -341,3 +341,198 @@ class CcrlServe:
 def ccrl_serve() -> Any:
     """``ccrl_serve(bundle, log_path, **env)``: a context manager running ``ccrl serve``."""
     return CcrlServe
+
+
+class ServeProcess:
+    """A real ``ccrl serve`` process on a free port, its output in ``log_path``.
+
+    ``start()`` waits for ``/v2/health/ready``; ``stop()`` sends SIGTERM and returns the exit
+    status; the fixture kills what a test left running.
+    """
+
+    def __init__(self, bundle: Path, env: dict[str, str], workers: int, log_path: Path) -> None:
+        self.bundle = bundle
+        self.env = env
+        self.workers = workers
+        self.log_path = log_path
+        self.port = _free_port()
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self, timeout: float = 180) -> ServeProcess:
+        import sys
+
+        import httpx
+
+        args = ["serve", "--bundle", str(self.bundle), "--port", str(self.port)]
+        with self.log_path.open("ab") as log:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "ccrl", *args, "--workers", str(self.workers)],
+                env=self.env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise AssertionError(
+                    f"ccrl serve exited with {self.proc.returncode}:\n{self.log()}"
+                )
+            try:
+                if httpx.get(f"{self.url}/v2/health/ready", timeout=2).status_code == 200:
+                    return self
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.2)
+        raise AssertionError(f"ccrl serve did not become ready:\n{self.log()}")
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+    def send(self, sig: int) -> None:
+        assert self.proc is not None
+        self.proc.send_signal(sig)
+
+    def wait(self, timeout: float = 60) -> int:
+        assert self.proc is not None
+        return self.proc.wait(timeout=timeout)
+
+    def stop(self, timeout: float = 60) -> int:
+        import signal
+
+        self.send(signal.SIGTERM)
+        return self.wait(timeout)
+
+    def kill(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(timeout=30)
+
+
+@pytest.fixture
+def serve_process(tmp_path: Path) -> Iterator[Any]:
+    """``serve_process(bundle, workers=1, **env) -> ServeProcess`` (started, ready): ``env`` adds
+    to the environment (one ONNX Runtime and one XGBoost thread, the write token ``TOKEN``)."""
+    import os
+
+    started: list[ServeProcess] = []
+
+    def start(bundle: Path, workers: int = 1, **env: str) -> ServeProcess:
+        base = {k: v for k, v in os.environ.items() if k not in {"REDIS_URL", "CCRL_BUNDLE"}}
+        base.update(CCRL_ORT_INTRA_THREADS="1", CCRL_XGB_NTHREAD="1", CCRL_API_TOKEN=TOKEN)
+        base.update(env)
+        proc = ServeProcess(bundle, base, workers, tmp_path / f"serve-{len(started)}.log")
+        started.append(proc)
+        return proc.start()
+
+    try:
+        yield start
+    finally:
+        for proc in started:
+            proc.kill()
+
+
+JSON = {"content-type": "application/json"}
+
+
+class LoadLoop:
+    """A bounded load: ``clients`` threads, each with its own keep-alive connection, posting
+    ``/localize`` bodies (with the write ``token``) in turn until ``stop()``, ``max_requests``
+    each, or ``max_s``.
+
+    Every request is recorded as ``(sent_at, outcome, detail)``: outcome ``ok`` (200; detail =
+    the answering model version, plus ``close`` when the answer said ``Connection: close``),
+    ``refused`` (no connection could be made: a clean refusal), ``status`` (another HTTP status)
+    or ``error`` (a reset connection, or one closed without an answer).
+    """
+
+    def __init__(
+        self,
+        url: str,
+        bodies: list[bytes],
+        *,
+        clients: int = 2,
+        max_requests: int = 400,
+        max_s: float = 120.0,
+        token: str | None = TOKEN,
+    ) -> None:
+        self.url = url
+        self.headers = dict(JSON)
+        if token is not None:  # indexing a video (a body with video_id) needs the token
+            self.headers["authorization"] = f"Bearer {token}"
+        self.bodies = bodies
+        self.max_requests = max_requests
+        self.max_s = max_s
+        self.records: list[tuple[float, str, str]] = []
+        self._stop = threading.Event()
+        self._lock = threading.Lock()
+        self.threads = [threading.Thread(target=self._run, args=(i,)) for i in range(clients)]
+
+    def __enter__(self) -> LoadLoop:
+        for t in self.threads:
+            t.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def stop(self) -> None:
+        self._stop.set()
+        for t in self.threads:
+            t.join(timeout=60)
+
+    def wait_for(self, n: int, timeout: float = 60) -> None:
+        """Block until ``n`` requests were recorded in all."""
+        deadline = time.monotonic() + timeout
+        while len(self.records) < n and time.monotonic() < deadline:
+            time.sleep(0.05)
+
+    def _run(self, k: int) -> None:
+        import httpx
+
+        deadline = time.monotonic() + self.max_s
+        with httpx.Client(timeout=30) as client:
+            for i in range(self.max_requests):
+                if self._stop.is_set() or time.monotonic() > deadline:
+                    return
+                body = self.bodies[(i + k) % len(self.bodies)]
+                sent = time.monotonic()
+                record = self._one(client, body)
+                with self._lock:
+                    self.records.append((sent, *record))
+                if record[0] == "refused":
+                    time.sleep(0.05)
+
+    def _one(self, client: Any, body: bytes) -> tuple[str, str]:
+        import httpx
+
+        try:
+            r = client.post(f"{self.url}/localize", content=body, headers=self.headers)
+        except httpx.ConnectError as e:
+            return "refused", str(e)
+        except httpx.HTTPError as e:
+            return "error", f"{type(e).__name__}: {e}"
+        if r.status_code != 200:
+            return "status", f"{r.status_code} {r.text[:200]}"
+        close = " close" if r.headers.get("connection", "").lower() == "close" else ""
+        return "ok", r.json()["model_version"] + close
+
+    def outcomes(self, since: float = 0.0, until: float = float("inf")) -> dict[str, int]:
+        """Outcome -> count of the requests sent in ``[since, until)``."""
+        out: dict[str, int] = {}
+        for sent, outcome, _ in self.records:
+            if since <= sent < until:
+                out[outcome] = out.get(outcome, 0) + 1
+        return out
+
+    def failures(self) -> list[tuple[float, str, str]]:
+        return [r for r in self.records if r[1] in ("error", "status")]
+
+
+@pytest.fixture(scope="session")
+def load_loop() -> Any:
+    """The :class:`LoadLoop` class (``with load_loop(url, bodies) as load: ...``)."""
+    return LoadLoop
