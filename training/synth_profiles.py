@@ -102,4 +102,6 @@ def get_profile(name: str) -> Profile:
     try:
         return PROFILES[name]
     except KeyError:
-        raise ValueError(f"unknown synth profile {name!r} (expected one of {sorted(PROFILES)})")
+        raise ValueError(
+            f"unknown synth profile {name!r} (expected one of {sorted(PROFILES)})"
+        ) from None
