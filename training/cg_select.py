@@ -8,19 +8,17 @@ positives and cost CCRL 0.155 mAP (issue 11). Here the rule is measured instead 
 - the data: the cross-fitted holdout scores of the rated ``validate/`` pairs
   (:mod:`training.crossfit`; the GBM that scored a pair never saw its video) and the generator's
   ``video_probs`` of every ``validate/`` video (trained on ``train/`` only, so out of sample);
-- the candidates: **top-K** with K a share of the videos (1/20 of them, the paper's rule, and
-  growing from there: :data:`SHARES`, up to every video, i.e. no CG), and a **threshold on the
-  video score** (a video is kept for class c when ``video_probs[c]`` reaches it, so a frequent class
-  keeps more videos than a rare one; :func:`thresholds`); no CG is the last candidate of both;
+- the candidates: top-K with K a share of the videos, 1/20 (the paper's rule) and growing from
+  there (:data:`SHARES`) up to every video, i.e. no CG; K = floor(share x videos) on any corpus;
 - the cost: segments kept per class, at most :data:`SEGMENT_BUDGET` (the challenge's 100,000);
-- the choice: the highest holdout mAP; among the candidates within :data:`TOLERANCE` of it, the
-  one that keeps the fewest segments. So CG is kept only where it costs no holdout mAP (when the
-  1/20 rule loses positives on the holdout, K grows until it does not, at the limit no CG), and
-  where it raises mAP (it drops rated negatives of videos outside a class's top K) that is kept.
+- the choice: the highest holdout mAP; among the shares within :data:`TOLERANCE` of it, the
+  smallest. So CG is kept only where it costs no holdout mAP (when the 1/20 rule loses positives
+  on the holdout, K grows until it does not, at the limit no CG), and where it raises mAP (it drops
+  the rated negatives of videos outside a class's top K) the gain is kept.
 
 The service chooses its per-video candidate classes the same way (:func:`choose_service`): for
 each holdout video the top ``max_classes`` classes by video score, among those at least
-``min_video_score``; the smallest ``max_classes`` and then the largest ``min_video_score`` whose
+``min_video_score``; the smallest ``max_classes``, then the largest ``min_video_score``, whose
 holdout mAP is within :data:`TOLERANCE` of the best.
 """
 
@@ -42,82 +40,32 @@ Mask = npt.NDArray[np.bool_]
 SEGMENT_BUDGET = 100_000
 """Segments per class a submission may list (the challenge's cap)."""
 PAPER_SHARE = 1.0 / 20.0
+"""The paper's rule: K = 1/20 of the videos."""
 SHARES: tuple[float, ...] = (1 / 20, 1 / 15, 1 / 10, 1 / 7, 1 / 5, 1 / 4, 1 / 3, 1 / 2, 2 / 3, 1.0)
 """Top-K candidates, as the share of the videos kept per class (1.0 = no CG)."""
-
-
-def thresholds(video_probs: F32) -> list[float]:
-    """Video-score threshold candidates: the scores that keep each share of :data:`SHARES` of
-    the (video, class) cells on average (generators differ in calibration), then 0.0 (no CG)."""
-    return [float(np.quantile(video_probs, 1.0 - s)) for s in SHARES if s < 1.0] + [0.0]
-
-
 TOLERANCE = 0.001
 """Holdout mAP within this of the best counts as no cost."""
 MAX_CLASSES: tuple[int, ...] = (1, 2, 3, 5, 8, 10, 15, 20, 30, 50, 100, 200, 500, 1000)
 MIN_SCORES: tuple[float, ...] = (0.0, 1e-4, 1e-3, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2)
 
 
-@dataclass(frozen=True)
-class CgRule:
-    """How candidate generation keeps videos per class.
-
-    ``kind`` is ``top_k`` (``value`` = share of the videos kept per class; 1.0 keeps all) or
-    ``min_video_score`` (``value`` = the threshold on ``video_probs[c]``; 0.0 keeps all).
-    """
-
-    kind: str
-    value: float
-
-    @property
-    def is_none(self) -> bool:
-        """True when the rule keeps every video (no CG)."""
-        return (self.kind == "top_k" and self.value >= 1.0) or (
-            self.kind == "min_video_score" and self.value <= 0.0
-        )
-
-    def k(self, num_videos: int) -> int:
-        """Videos kept per class by a ``top_k`` rule on a corpus of ``num_videos``."""
-        return max(1, min(num_videos, math.ceil(self.value * num_videos - 1e-9)))
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"kind": self.kind, "value": self.value}
-
-    @staticmethod
-    def from_dict(d: Mapping[str, Any]) -> CgRule:
-        kind = str(d["kind"])
-        if kind not in ("top_k", "min_video_score"):
-            raise ValueError(f"unknown CG rule {kind!r} (expected top_k or min_video_score)")
-        return CgRule(kind, float(d["value"]))
-
-    def label(self) -> str:
-        if self.is_none:
-            return "no CG"
-        if self.kind == "top_k":
-            return f"top {self.value:.3g} of the videos"
-        return f"video score >= {self.value:g}"
+def videos_per_class(
+    num_videos: int, share: float, mean_segments: float | None = None, budget: int = SEGMENT_BUDGET
+) -> int:
+    """K = the largest K with K / num_videos <= share, at least 1, and at most the videos whose
+    mean number of segments fits ``budget`` (when ``mean_segments`` is given)."""
+    k = max(1, min(num_videos, math.floor(share * num_videos + 1e-9)))
+    if mean_segments and mean_segments > 0:
+        k = max(1, min(k, int(budget // mean_segments)))
+    return k
 
 
-def keep_mask(
-    rule: CgRule, video_probs: F32, num_segments: I64, budget: int = SEGMENT_BUDGET
-) -> Mask:
-    """bool [V, R]: video v kept for class column r, within ``budget`` segments per class.
-
-    Args:
-        video_probs: float32 [V, R] the generator's video scores of the ranked classes.
-        num_segments: int64 [V] segments per video.
-    """
-    v, r = video_probs.shape
-    order = np.argsort(-video_probs, axis=0, kind="stable")  # [V, R] best video first
-    rank = np.empty_like(order)
-    np.put_along_axis(rank, order, np.arange(v)[:, None].repeat(r, 1), axis=0)
-    if rule.kind == "top_k":
-        keep = rank < rule.k(v)
-    else:
-        keep = video_probs >= rule.value
-    cum = np.cumsum(num_segments[order], axis=0)  # segments of the top-n videos, [V, R]
-    within = np.take_along_axis(cum, rank, axis=0) <= budget
-    return np.asarray(keep & within)
+def top_k_mask(video_probs: F32, k: int) -> Mask:
+    """bool [V, R]: True where the video is among the top ``k`` of the class column (stable)."""
+    mask = np.zeros(video_probs.shape, bool)
+    top_rows = np.argsort(-video_probs, axis=0, kind="stable")[:k]  # [K, R]
+    mask[top_rows, np.arange(video_probs.shape[1])[None, :]] = True
+    return mask
 
 
 @dataclass
@@ -176,43 +124,43 @@ def _pick(rows: list[dict[str, Any]], cost: str, tolerance: float) -> dict[str, 
 
 
 def cg_curve(h: HoldoutPairs) -> list[dict[str, Any]]:
-    """Holdout mAP, recall and segments per class of every candidate rule (within the budget)."""
+    """Holdout mAP, recall and segments per class of every share of :data:`SHARES` whose
+    segments fit the budget."""
     vp = h.video_probs[:, h.classes]
+    v = vp.shape[0]
     rows: list[dict[str, Any]] = []
-    rules = [CgRule("top_k", s) for s in SHARES]
-    rules += [CgRule("min_video_score", t) for t in thresholds(vp)]
-    for rule in rules:
-        keep = keep_mask(rule, vp, h.num_segments, budget=10**12)
+    for share in SHARES:
+        k = videos_per_class(v, share)
+        keep = top_k_mask(vp, k)
         segs = float((keep * h.num_segments[:, None]).sum(0).mean())
         if segs > SEGMENT_BUDGET:
             continue
-        res = h.evaluate(h.kept_pairs(keep))
         rows.append(
             {
-                **rule.to_dict(),
-                "label": rule.label(),
-                "videos_per_class": float(keep.sum(0).mean()),
+                "video_share": share,
+                "k": k,
                 "segments_per_class": segs,
-                **res,
+                **h.evaluate(h.kept_pairs(keep)),
             }
         )
     return rows
 
 
 def choose_cg(h: HoldoutPairs, tolerance: float = TOLERANCE) -> dict[str, Any]:
-    """The CG rule chosen on the holdout, and the whole curve (for the manifest and the plot)."""
+    """The share of the videos CG keeps per class, chosen on the holdout, and the whole curve
+    (for the manifest and the plot)."""
     rows = cg_curve(h)
     pick = _pick(rows, "segments_per_class", tolerance)
-    none = next(r for r in rows if CgRule.from_dict(r).is_none)
-    paper = next(r for r in rows if r["kind"] == "top_k" and r["value"] == SHARES[0])
+    best = max(r["map"] for r in rows)
     return {
-        "rule": {"kind": pick["kind"], "value": pick["value"]},
-        "label": pick["label"],
+        "video_share": pick["video_share"],
+        "no_cg": pick["video_share"] >= 1.0,
         "holdout_map": pick["map"],
         "holdout_recall": pick["recall"],
-        "holdout_map_no_cg": none["map"],
-        "holdout_map_paper_rule": paper["map"],
-        "holdout_recall_paper_rule": paper["recall"],
+        "holdout_best_map": best,
+        "holdout_map_no_cg": rows[-1]["map"],
+        "holdout_map_paper_rule": rows[0]["map"],
+        "holdout_recall_paper_rule": rows[0]["recall"],
         "holdout_videos": int(h.video_probs.shape[0]),
         "tolerance": tolerance,
         "segment_budget": SEGMENT_BUDGET,
@@ -259,32 +207,29 @@ def choose_service(h: HoldoutPairs, tolerance: float = TOLERANCE) -> dict[str, A
 
 
 def plot_cg(choice: Mapping[str, Any], path: Path) -> Path:
-    """PNG: holdout mAP and recall against the segments kept per class, for both rule kinds."""
+    """PNG: holdout mAP and recall against the share of the videos kept per class."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     rows = choice["curve"]
-    fig, axes = plt.subplots(1, 2, figsize=(10, 4), dpi=100)
+    xs = [r["video_share"] for r in rows]
+    fig, ax = plt.subplots(figsize=(7, 4.5), dpi=100)
     try:
-        for ax, key, label in ((axes[0], "map", "holdout mAP"), (axes[1], "recall", "recall")):
-            for kind, style in (("top_k", "o-"), ("min_video_score", "s--")):
-                pts = sorted((r["segments_per_class"], r[key]) for r in rows if r["kind"] == kind)
-                if pts:
-                    xs, ys = zip(*pts, strict=True)
-                    ax.plot(xs, ys, style, ms=4, label=kind.replace("_", " "))
-            pick = next(
-                r for r in rows if {"kind": r["kind"], "value": r["value"]} == choice["rule"]
-            )
-            ax.plot([pick["segments_per_class"]], [pick[key]], "r*", ms=14, label="chosen")
-            ax.set_xscale("log")
-            ax.set_xlabel("segments kept per class (holdout)")
-            ax.set_ylabel(label)
-            ax.grid(True, which="both", alpha=0.3)
-            ax.legend(loc="lower right", fontsize=8)
-        axes[0].axhline(choice["holdout_map_no_cg"], color="grey", ls=":", lw=1)
-        fig.suptitle(f"Candidate generation chosen on the holdout: {choice['label']}")
+        ax.plot(xs, [r["map"] for r in rows], "o-", label="holdout mAP")
+        ax.plot(xs, [r["recall"] for r in rows], "s--", label="holdout recall")
+        ax.axvline(choice["video_share"], color="tab:red", lw=1, label="chosen")
+        ax.axvline(PAPER_SHARE, color="grey", ls=":", lw=1, label="1/20 (the paper)")
+        ax.set_xscale("log")
+        ax.set_xlabel("share of the videos kept per class (1 = no CG)")
+        ax.set_ylabel("holdout mAP / recall of positives")
+        ax.grid(True, which="both", alpha=0.3)
+        ax.legend(loc="lower right")
+        ax.set_title(
+            f"Candidate generation chosen on the holdout ({choice['holdout_videos']} videos): "
+            f"share {choice['video_share']:.3g}"
+        )
         fig.tight_layout()
         fig.savefig(path)
     finally:

@@ -26,6 +26,9 @@ class ModelConfig:
     bi_layers: int = 1
     pool: str = "last"
     proj: int = 0
+    proj_norm: bool = False
+    skip: bool = False
+    schedule: str = "constant"
     input_dropout: float = 0.2
     epochs: int = 6
     batch_size: int = 32
