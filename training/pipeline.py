@@ -10,17 +10,23 @@ own small result. One module per stage, under ``training/stages/``:
    (or reused from a ``ccrl train-candidates`` folder);
 2. ``validate``: the rated ``validate/`` videos and their 90/10 split by video (the 10% holdout
    drives every early stop and every choice below);
-3. ``ccrl_fit``, for every generator (logistic, lstm, their ensemble): its outputs on
-   ``validate/`` (ONNX Runtime, the graph the service runs), the bank of the labelled segment
-   embeddings, and CCRL: the XGBoost pairwise model on the rated pairs (leakage-free features,
-   grid and early stopping on the holdout, refit on all); the bundle keeps the generator whose
-   CCRL is best on the holdout (its graph, its bank); with ``workers`` or ``scheduler`` the same
-   stage runs on Dask (``training.ccrl_dask``: features on the workers, ``xgboost.dask``);
+3. ``ccrl_select``, for every generator (logistic, lstm, their ensemble): its outputs on
+   ``validate/`` (ONNX Runtime, the graph the service runs), and for each segment embedding (its
+   own, and mean frames) the bank of the labelled segments and the leakage-free features of the
+   rated pairs, scored by the cross-fitted holdout mAP of a standard GBM; the best is kept (the
+   LSTM's when within 0.005), and its GBM's objective, parameters and rounds are chosen on
+   cross-fitted holdout scores too, then refit on all pairs; with ``workers`` or ``scheduler``,
+   ``ccrl_fit`` instead trains one grid-searched GBM per generator on Dask
+   (``training.ccrl_dask``);
+3b. ``cg_choice``: candidate generation (the share of the videos each class keeps) and the
+   service's candidate classes per video, chosen on the holdout scores;
 4. ``baselines``: the LSTM segment classifier (from the candidate LSTM) and the ConvNet
    (pre-trained on ``train/``), fine-tuned on the same rated segments with the same split,
    exported to ONNX;
 5. ``ensemble``: a weighted mean of probabilities or of ranks of CCRL and the baselines (method
-   and CCRL weight chosen on the holdout; the baselines share the rest equally);
+   and CCRL weight chosen on the holdout; the baselines share the rest equally), or the best
+   single member when no combination beats it on the holdout;
+5b. ``online_classes``: new classes from online labels, measured on ``test/``;
 6. ``bundle``: the manifest's config and the bundle (``training.bundle_writer``);
 7. ``evaluate``: the evaluation on ``test/`` (``training.report``) written into ``BUNDLE/report/``
    and the manifest's metrics (sha256 recomputed after the report), the work folder removed.

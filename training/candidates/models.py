@@ -101,10 +101,10 @@ class LstmModel(nn.Module):
     the mean of its hidden states over time (``pool="mean"``, which learns far faster from a small
     corpus) or their mean and max (``pool="meanmax"``). ``proj > 0`` inserts a linear projection
     1152 -> proj before the LSTMs (``proj_norm``: followed by a LayerNorm, so the LSTM inputs keep
-    one scale whatever the frames' statistics); ``skip`` adds the projected input's mean over time
-    to what the classifier reads (a linear path from the pooled frames, as in the logistic model,
-    next to the recurrent one). Embedding of a segment: the mean of the unidirectional LSTM's
-    hidden states over the segment's 5 frames, D = hidden.
+    one scale whatever the frames' statistics); ``skip`` adds the projection's mean over time
+    (before the LayerNorm: a linear function of the mean frame, a low-rank logistic model) to
+    what the classifier reads, a linear path next to the recurrent one. Embedding of a segment:
+    the mean of the unidirectional LSTM's hidden states over the segment's 5 frames, D = hidden.
     """
 
     kind = "lstm"
@@ -132,12 +132,15 @@ class LstmModel(nn.Module):
     def embedding_dim(self) -> int:
         return self.cfg.hidden
 
-    def _inputs(self, frames: Tensor) -> Tensor:
-        return self.proj_norm(self.proj(self.drop(self.norm(frames))))  # type: ignore[no-any-return]
+    def _inputs(self, frames: Tensor) -> tuple[Tensor, Tensor]:
+        """(the projection q [..., P], the LSTM input: q after ``proj_norm``)."""
+        q = self.proj(self.drop(self.norm(frames)))
+        return q, self.proj_norm(q)
 
     def _readout(self, p: Tensor, z: Tensor, h_last: Tensor, mask: Tensor | None) -> Tensor:
-        """What the classifier reads: [B, head_in] from the projected inputs p [B, T, P], the
-        hidden states z [B, T, H], the last state [B, H] and the valid-frame mask [B, T]."""
+        """What the classifier reads: [B, head_in] from the projections p [B, T, P] (before the
+        LayerNorm, so their mean is linear in the mean frame), the hidden states z [B, T, H], the
+        last state [B, H] and the valid-frame mask [B, T]."""
         if self.cfg.pool == "last":
             return h_last
         if mask is None:
@@ -158,15 +161,15 @@ class LstmModel(nn.Module):
 
     def encode(self, x: Tensor) -> tuple[Tensor, Tensor]:
         """Unpadded frames [B, T, 1152] -> (hidden states [B, T, H], readout [B, head_in])."""
-        p = self._inputs(x)
+        q, p = self._inputs(x)
         y, _ = self.bi(p)
         z, (h, _) = self.uni(y)
-        return z, self._readout(p, z, h[-1], None)
+        return z, self._readout(q, z, h[-1], None)
 
     def forward(self, frames: Tensor, lengths: Tensor) -> Tensor:
         """Padded frames [B, T, 1152], lengths [B] -> logits [B, C] (packed: padding is inert)."""
         lengths = lengths.cpu().clamp_min(1)
-        p = self._inputs(frames)
+        q, p = self._inputs(frames)
         packed = pack_padded_sequence(p, lengths, batch_first=True, enforce_sorted=False)
         y, _ = self.bi(packed)
         z, (h, _) = self.uni(y)
@@ -175,7 +178,7 @@ class LstmModel(nn.Module):
         t = frames.shape[1]
         zp, _ = pad_packed_sequence(z, batch_first=True, total_length=t)  # zeros past each length
         mask = (torch.arange(t)[None, :] < lengths[:, None]).to(zp.dtype)
-        return self.head(self._readout(p, zp, h[-1], mask))
+        return self.head(self._readout(q, zp, h[-1], mask))
 
     def forward_unpadded(self, frames: Tensor) -> tuple[Tensor, Tensor]:
         """Unpadded frames [B, T, 1152] -> (logits [B, C], mean hidden state [B, H])."""
