@@ -3,7 +3,8 @@
 1. plan: the shards (``service.tfrecord.expand_paths`` order), their record counts (one Dask task
    per shard, cached under ``--resume``), chunks of ``--chunk`` records (default: one per shard);
 2. CG (unless ``--no-cg``): one task per chunk runs the candidate model and returns every class's
-   top K videos by video score, K = ``training.submit.cg_k(videos)`` as ``ccrl submit``; the driver
+   top K videos by video score, K = ``training.submit.cg_k(videos, share)`` (the bundle's CG share)
+   as ``ccrl submit``; the driver
    merges them into each class's K-th best (score, ordinal): the CG threshold;
 3. rank: one task per chunk runs the candidate model again, builds the pairs of each video's CG
    classes (every rated class with ``--no-cg``) with ``service/features.py``, scores them with the
@@ -211,7 +212,7 @@ def run_index(
         checkpoint_s: with ``resume``, fold the saved parts into the merged state this often.
         on_task: called with (phase, part) after each task is folded in (tests, monitoring).
     """
-    from training.submit import cg_k
+    from training.submit import bundle_cg_share, cg_k
 
     t0 = time.perf_counter()
     if top < 1:
@@ -221,6 +222,7 @@ def run_index(
     from service.bundle import load_bundle
 
     b = load_bundle(bundle, verify=True)
+    cg = cg and bundle_cg_share(b) < 1.0  # a bundle whose holdout chose no CG ranks every class
     classes = np.asarray(b.rated_classes, np.int64)
     ref = BundleRef.of(bundle)
     files = corpus_files(data)
@@ -250,7 +252,7 @@ def run_index(
         res.seconds["plan"] = round(time.perf_counter() - t0, 2)
         thresholds = None
         if cg:
-            res.k = cg_k(plan.num_videos)
+            res.k = cg_k(plan.num_videos, bundle_cg_share(b))
             ph = _Phase(c, rd, "cg", CgMerger(res.k, len(classes)), **opts)
             resumed = ph.restore()
             ran = ph.run(cg_task, plan.chunks, ref, classes, res.k)

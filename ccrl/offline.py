@@ -26,17 +26,37 @@ class Preset(StrEnum):
 
 def synth(
     out: Annotated[Path, typer.Argument(help="Output folder (train/, validate/, test/, CSVs).")],
-    videos: Annotated[int, typer.Option(help="Total number of videos over all splits.")] = 2000,
-    classes: Annotated[int, typer.Option(help="Vocabulary size (video classes).")] = 100,
+    profile: Annotated[
+        str, typer.Option(help="Corpus structure: default or hard (training/synth_profiles.py).")
+    ] = "default",
+    videos: Annotated[
+        int | None, typer.Option(help="Total videos over all splits (default: the profile's).")
+    ] = None,
+    classes: Annotated[
+        int | None, typer.Option(help="Vocabulary size (default: the profile's).")
+    ] = None,
     seed: Annotated[int, typer.Option(help="Random seed; the corpus is deterministic for it.")] = 0,
     gzip: Annotated[bool, typer.Option("--gzip", help="Write gzip-compressed TFRecords.")] = False,
     shards: Annotated[int, typer.Option(help="Shards per split.")] = 4,
-    min_frames: Annotated[int, typer.Option(help="Shortest video, in frames (>= 10).")] = 60,
-    max_frames: Annotated[int, typer.Option(help="Longest video, in frames (<= 300).")] = 300,
+    min_frames: Annotated[
+        int | None, typer.Option(help="Shortest video, in frames (>= 10; default: the profile's).")
+    ] = None,
+    max_frames: Annotated[
+        int | None, typer.Option(help="Longest video, in frames (<= 300; default: the profile's).")
+    ] = None,
 ) -> None:
-    """Write a synthetic corpus in the YouTube-8M frame-level layout (see training/synth.py)."""
-    from training.synth import run_synth
+    """Write a synthetic corpus in the YouTube-8M frame-level layout (see training/synth.py).
 
+    ``--profile default`` (2000 videos, 100 classes) or ``hard`` (5100 videos, 78 classes: weak
+    context, rated classes often secondary or absent, noisy labels; training/synth_profiles.py).
+    """
+    from training.synth import run_synth
+    from training.synth_profiles import get_profile
+
+    try:
+        get_profile(profile)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc), param_hint="--profile") from exc
     run_synth(
         out,
         videos=videos,
@@ -46,6 +66,7 @@ def synth(
         shards=shards,
         min_frames=min_frames,
         max_frames=max_frames,
+        profile=profile,
     )
 
 

@@ -152,6 +152,18 @@ class Bundle:
         """Videos kept per class by candidate generation (for corpus-level ranking)."""
         return int(self.manifest.config.get("cg_top_k", 0))
 
+    @property
+    def candidate_defaults(self) -> tuple[int, float]:
+        """(``max_classes``, ``min_video_score``) of the per-video candidate classes, as chosen
+        on the holdout at training time (``config.service``); (20, 0.0) for an older bundle."""
+        sv = self.manifest.config.get("service") or {}
+        max_classes = int(sv.get("max_classes") or DEFAULT_MAX_CLASSES)
+        return max(1, max_classes), float(sv.get("min_video_score") or 0.0)
+
+
+DEFAULT_MAX_CLASSES = 20
+"""Candidate classes per video of a bundle that records no choice of its own."""
+
 
 def sha256_file(path: str | Path) -> str:
     """Hex sha256 of a file, read in 1 MiB blocks."""

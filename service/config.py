@@ -135,9 +135,17 @@ class Settings(BaseSettings):
     )
     access_log: bool = Field(default=False, description="uvicorn's access log line per request.")
 
-    max_classes: int = Field(default=20, ge=1, le=10_000, description="Candidate classes.")
-    min_video_score: float = Field(
-        default=0.0, ge=0.0, le=1.0, description="Candidate classes need this video score."
+    max_classes: int | None = Field(
+        default=None,
+        ge=1,
+        le=10_000,
+        description="Candidate classes per video (unset: the bundle's choice, else 20).",
+    )
+    min_video_score: float | None = Field(
+        default=None,
+        ge=0.0,
+        le=1.0,
+        description="Candidate classes need this video score (unset: the bundle's choice).",
     )
     max_segments: int = Field(default=60, ge=1, description="Segments returned per class.")
     max_frames: int = Field(default=MAX_FRAMES, ge=SEGMENT_FRAMES, le=100_000)

@@ -116,6 +116,12 @@ class Localizer:
         self.index_store = index
         self.settings = settings
         self.keeper = keeper
+        # the settings win; else what training chose on the holdout (the bundle's manifest)
+        max_classes, min_score = scorer.bundle.candidate_defaults
+        self.max_classes = settings.max_classes or max_classes
+        self.min_video_score = (
+            min_score if settings.min_video_score is None else settings.min_video_score
+        )
 
     def score(self, query: LocalizeQuery, *, started: float | None = None) -> Localized:
         """Steps 1-3: decode the frames, snapshot the bank, score the video. Bad input raises
@@ -139,9 +145,9 @@ class Localizer:
             bank,
             video_id=query.video_id,
             classes=query.classes,
-            max_classes=query.max_classes or s.max_classes,
+            max_classes=query.max_classes or self.max_classes,
             max_segments=query.max_segments or s.max_segments,
-            min_video_score=s.min_video_score,
+            min_video_score=self.min_video_score,
         )
         timings.update(loc.timings)
         done = Localized(

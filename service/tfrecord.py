@@ -366,7 +366,7 @@ def video_to_example(video: Video) -> bytes:
         feats = lists[name].feature
         for i in range(0, len(blob), dim):
             feats.add().bytes_list.value.append(blob[i : i + dim])
-    out: bytes = seq.SerializeToString()
+    out: bytes = seq.SerializeToString(deterministic=True)
     return out
 
 

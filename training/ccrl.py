@@ -291,6 +291,13 @@ class CcrlConfig:
     early_stopping: int = 30
     nthread: int = 1
     max_sim: bool = True
+    folds: int = 5
+    objectives: tuple[str, ...] = (
+        "binary:logistic",
+        "rank:map",
+        "rank:ndcg",
+        "rank:pairwise",
+    )
     grid: tuple[dict[str, float], ...] = (
         {"max_depth": 4, "eta": 0.1, "min_child_weight": 1.0},
         {"max_depth": 6, "eta": 0.1, "min_child_weight": 1.0},
@@ -324,9 +331,12 @@ class CcrlModel:
         booster: trained on all rated pairs with the chosen params and rounds.
         params: the XGBoost params.
         rounds: boosting rounds of the final model.
-        search: per grid entry {params, best_rounds, holdout_logloss, holdout_map}.
-        holdout_scores: float32 [N] scores of the holdout pairs by the chosen 90% model
-            (NaN for training pairs), for choosing the ensemble.
+        search: per grid entry {params, best_rounds, holdout_logloss, holdout_map}
+            (:func:`train_ccrl`), or per (objective, grid entry) {objective, params, rounds,
+            oof_map} (:func:`train_ccrl_crossfit`).
+        holdout_scores: float32 [N] scores of the holdout pairs by the chosen 90% model (NaN for
+            training pairs; :func:`train_ccrl`), or the cross-fitted score of every pair
+            (:func:`train_ccrl_crossfit`), for choosing the ensemble and candidate generation.
         importance: feature -> total gain of the final model.
     """
 
@@ -418,6 +428,57 @@ def train_ccrl(
     )
 
 
+def train_ccrl_crossfit(
+    pairs: PairSet,
+    fold_video: npt.NDArray[np.int64],
+    tokens: Sequence[str],
+    cfg: CcrlConfig | None = None,
+    *,
+    seed: int = 0,
+) -> tuple[CcrlModel, Any]:
+    """Train the pairwise GBM with the objective, parameters and rounds chosen on cross-fitted
+    holdout scores (:mod:`training.objectives`), then refit on all pairs.
+
+    Args:
+        pairs: the rated pairs of ``validate/`` with leakage-free features.
+        fold_video: int64 [V], the cross-fitting fold of each video (index = ``pairs.video``).
+        tokens: [N] segment ids of the pairs.
+
+    Returns:
+        (the model, whose ``holdout_scores`` are the cross-fitted scores of every pair; the
+        :class:`training.objectives.GbmChoice` with every candidate's cross-fitted mAP).
+    """
+    from training.crossfit import fit
+    from training.objectives import select_gbm
+
+    cfg = cfg or CcrlConfig()
+    t0 = time.perf_counter()
+    choice = select_gbm(
+        pairs.x,
+        pairs.y,
+        pairs.class_ids,
+        tokens,
+        fold_video[pairs.video],
+        lambda c: cfg.params(c, seed),
+        cfg.grid,
+        objectives=cfg.objectives,
+        max_rounds=cfg.max_rounds,
+    )
+    final = fit(pairs.x, pairs.y, pairs.class_ids, choice.params, choice.rounds)
+    gain = {k: float(v) for k, v in final.get_score(importance_type="total_gain").items()}  # type: ignore[arg-type]
+    importance = {k: round(v, 3) for k, v in sorted(gain.items(), key=lambda kv: -kv[1])}
+    model = CcrlModel(
+        final,
+        choice.params,
+        choice.rounds,
+        choice.tried,
+        choice.oof_scores,
+        importance,
+        time.perf_counter() - t0,
+    )
+    return model, choice
+
+
 def score_pairs(booster: xgb.Booster, x: F32, *, chunk: int = 200_000) -> F32:
     """CCRL scores of a pair matrix float32 [N, NF] -> float32 [N] (the shared predict_pairs)."""
     if len(x) <= chunk:
@@ -431,6 +492,7 @@ def config_dict(cfg: CcrlConfig) -> dict[str, Any]:
     """JSON-ready view of a :class:`CcrlConfig`."""
     d = asdict(cfg)
     d["grid"] = [dict(g) for g in cfg.grid]
+    d["objectives"] = list(cfg.objectives)
     d["base"] = dict(cfg.base)
     return d
 

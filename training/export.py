@@ -72,6 +72,9 @@ def graph_metadata(model: nn.Module) -> dict[str, str]:
         meta["bi_layers"] = str(cfg.bi_layers)
     if model.kind == "ensemble":  # type: ignore[attr-defined]
         meta["ensemble"] = "mean of logistic and lstm probabilities; lstm embeddings"
+    meta["embedding"] = str(
+        getattr(model, "embedding", "frames" if model.kind == "logistic" else "hidden")
+    )  # type: ignore[attr-defined]
     return meta
 
 

@@ -10,17 +10,23 @@ own small result. One module per stage, under ``training/stages/``:
    (or reused from a ``ccrl train-candidates`` folder);
 2. ``validate``: the rated ``validate/`` videos and their 90/10 split by video (the 10% holdout
    drives every early stop and every choice below);
-3. ``ccrl_fit``, for every generator (logistic, lstm, their ensemble): its outputs on
-   ``validate/`` (ONNX Runtime, the graph the service runs), the bank of the labelled segment
-   embeddings, and CCRL: the XGBoost pairwise model on the rated pairs (leakage-free features,
-   grid and early stopping on the holdout, refit on all); the bundle keeps the generator whose
-   CCRL is best on the holdout (its graph, its bank); with ``workers`` or ``scheduler`` the same
-   stage runs on Dask (``training.ccrl_dask``: features on the workers, ``xgboost.dask``);
+3. ``ccrl_select``, for every generator (logistic, lstm, their ensemble): its outputs on
+   ``validate/`` (ONNX Runtime, the graph the service runs), and for each segment embedding (its
+   own, and mean frames) the bank of the labelled segments and the leakage-free features of the
+   rated pairs, scored by the cross-fitted holdout mAP of a standard GBM; the best is kept (the
+   LSTM's when within 0.005), and its GBM's objective, parameters and rounds are chosen on
+   cross-fitted holdout scores too, then refit on all pairs; with ``workers`` or ``scheduler``,
+   ``ccrl_fit`` instead trains one grid-searched GBM per generator on Dask
+   (``training.ccrl_dask``);
+3b. ``cg_choice``: candidate generation (the share of the videos each class keeps) and the
+   service's candidate classes per video, chosen on the holdout scores;
 4. ``baselines``: the LSTM segment classifier (from the candidate LSTM) and the ConvNet
    (pre-trained on ``train/``), fine-tuned on the same rated segments with the same split,
    exported to ONNX;
 5. ``ensemble``: a weighted mean of probabilities or of ranks of CCRL and the baselines (method
-   and CCRL weight chosen on the holdout; the baselines share the rest equally);
+   and CCRL weight chosen on the holdout; the baselines share the rest equally), or the best
+   single member when no combination beats it on the holdout;
+5b. ``online_classes``: new classes from online labels, measured on ``test/``;
 6. ``bundle``: the manifest's config and the bundle (``training.bundle_writer``);
 7. ``evaluate``: the evaluation on ``test/`` (``training.report``) written into ``BUNDLE/report/``
    and the manifest's metrics (sha256 recomputed after the report), the work folder removed.
@@ -35,12 +41,20 @@ from typing import TYPE_CHECKING, Any
 
 from training.stages.baselines import fit_convnet_baseline, fit_lstm_baseline
 from training.stages.bundle import train_config, write_train_bundle
-from training.stages.ccrl_fit import CcrlFit, choose_generator, fit_ccrl
+from training.stages.ccrl_fit import CcrlFit, choose_generator
+from training.stages.ccrl_select import (
+    FeatureSet,
+    choose_features,
+    fit_chosen,
+    generator_features,
+)
+from training.stages.cg_choice import choose_cg_and_service
 from training.stages.ensemble import choose_ensemble
 from training.stages.evaluate import evaluate_bundle, finish
-from training.stages.generators import train_generators
-from training.stages.run import start_run
-from training.stages.validate import read_validate
+from training.stages.generators import Generators, train_generators
+from training.stages.online_classes import measure_online_classes
+from training.stages.run import TrainRun, start_run
+from training.stages.validate import Validate, read_validate
 
 if TYPE_CHECKING:
     from training.baselines import FinetuneConfig
@@ -104,17 +118,9 @@ def run_train(
         gens = train_generators(run, candidates)
     with timer.stage("read validate/"):
         val = read_validate(run)
-    fits: dict[str, CcrlFit] = {}
-    with ccrl_client(workers, scheduler) as client:
-        for name, graph in gens.graphs.items():
-            with timer.stage(
-                f"ccrl on the {name} generator (bank, rated validate/ pairs, xgboost)"
-            ):
-                if client is None:
-                    fits[name] = fit_ccrl(run, name, graph, val, gens.num_classes)
-                else:
-                    fits[name] = fit_ccrl_dask(run, name, graph, val, gens.num_classes, client)
-    fit = choose_generator(fits, gens.result.model)
+    fit, holdout_maps = fit_ccrl_stage(run, gens, val, workers, scheduler)
+    with timer.stage("candidate generation and service classes (holdout)"):
+        choose_cg_and_service(run, fit, val)
     with timer.stage("baseline lstm (fine-tune the candidate LSTM)"):
         segments = segment_set(val.videos, gens.num_classes)
         lstm = fit_lstm_baseline(run, gens, segments, val)
@@ -124,10 +130,40 @@ def run_train(
     baselines = {"lstm": lstm, "convnet": convnet}
     with timer.stage("ensemble choice (validate holdout)"):
         ensemble = choose_ensemble(fit, val, segments, baselines)
+    with timer.stage("new classes from online labels (test/)"):
+        online = measure_online_classes(run, fit)
     with timer.stage("bundle"):
-        config = train_config(run, gens, val, fits, fit, baselines, ensemble)
+        config = train_config(run, gens, val, holdout_maps, fit, baselines, ensemble)
+        config["new_classes"] = online
         write_train_bundle(run, gens, fit, baselines, train_videos, config)
     return finish(run, evaluate_bundle(run))
+
+
+def fit_ccrl_stage(
+    run: TrainRun, gens: Generators, val: Validate, workers: int | None, scheduler: str | None
+) -> tuple[CcrlFit, dict[str, float]]:
+    """Stage 3: the features (generator and embedding) and the GBM of the bundle, chosen on
+    cross-fitted holdout scores (``training.stages.ccrl_select``); on Dask, one grid-searched
+    GBM per generator (``training.ccrl_dask``). Returns the fit and the holdout mAP of every
+    candidate."""
+    timer = run.timer
+    with ccrl_client(workers, scheduler) as client:
+        if client is not None:
+            fits: dict[str, CcrlFit] = {}
+            for name, graph in gens.graphs.items():
+                with timer.stage(f"ccrl on the {name} generator (dask)"):
+                    fits[name] = fit_ccrl_dask(run, name, graph, val, gens.num_classes, client)
+            fit = choose_generator(fits, gens.result.model)
+            return fit, {g: f.holdout_map for g, f in fits.items()}
+    sets: dict[str, FeatureSet] = {}
+    for name, graph in gens.graphs.items():
+        with timer.stage(f"features of the {name} generator (bank, rated pairs, holdout mAP)"):
+            for fs in generator_features(run, name, graph, val, gens.num_classes):
+                sets[fs.key] = fs
+    chosen = choose_features(sets)
+    with timer.stage("ccrl: objective, parameters and rounds (cross-fitted holdout)"):
+        fit = fit_chosen(run, chosen, gens, val)
+    return fit, {k: f.oof_map for k, f in sets.items()}
 
 
 @contextmanager

@@ -1,9 +1,11 @@
 """Ranking a corpus with any model of a bundle, with or without candidate generation (CG).
 
 Candidate generation (paper section 3.1) is applied to every model the same way: with CG, the list
-of class c holds only the segments of its top-K videos by ``video_probs[c]`` (K = 1/20 of the
-videos, the candidate report's rule); without CG, every segment of every video. CCRL scores only the
-pairs it needs (with CG alone, only the candidate pairs: that is the point of CG). ``ensemble``
+of class c holds only the segments of its top-K videos by ``video_probs[c]`` (K = the share of the
+videos the bundle chose on its holdout, ``config.cg.video_share``, see :mod:`training.cg_select`;
+1/20, the paper's rule, for a bundle without one); without CG, every segment of every video.
+CCRL scores only the pairs it needs (with CG alone, only the candidate pairs: that is the point of
+CG). ``ensemble``
 combines CCRL and the baselines as the bundle says (mean of probabilities or mean of within-list
 ranks, chosen on the validate 10% holdout at training time).
 
@@ -18,7 +20,7 @@ import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import numpy.typing as npt
@@ -40,9 +42,12 @@ ENSEMBLE = "ensemble"
 MAX_SHARE = 1.0 / 20.0
 
 
-def cg_k(num_videos: int) -> int:
-    """Videos kept per class by CG: the largest K with K / num_videos <= 1/20 (at least 1)."""
-    return max(1, int(np.floor(num_videos * MAX_SHARE + 1e-9)))
+def cg_k(num_videos: int, share: float = MAX_SHARE, mean_segments: float | None = None) -> int:
+    """Videos kept per class by CG: the largest K with K / num_videos <= ``share`` (at least 1),
+    and at most the videos whose mean number of segments (``mean_segments``) fits 100,000."""
+    from training.cg_select import videos_per_class
+
+    return videos_per_class(num_videos, share, mean_segments)
 
 
 @dataclass
@@ -180,6 +185,7 @@ def score_corpus(
     threads: int = 2,
     progress: bool = True,
     total: int | None = None,
+    alternative: bool = False,
 ) -> CorpusScores:
     """Run the bundle's models over a corpus.
 
@@ -190,8 +196,11 @@ def score_corpus(
         cg_modes: which CG settings will be ranked: CCRL scores only the CG pairs when only
             ``True`` is asked, every pair otherwise.
         classes: the classes to rank (default: the bundle's rated classes).
-        k: videos per class for CG (default :func:`cg_k` of the corpus size).
+        k: videos per class for CG (default :func:`cg_k` of the corpus size and the bundle's
+            ``cg.video_share``).
         threads: ONNX Runtime / XGBoost threads.
+        alternative: also score the bundle's runner-up GBM (``config.ccrl_alternative``, the
+            other objective family) as model ``ccrl[OBJECTIVE]``, with the same pairs.
     """
     t0 = time.perf_counter()
     want_ccrl, baselines = _needed(models, bundle)
@@ -203,11 +212,14 @@ def score_corpus(
     t1 = time.perf_counter()
     num_seg, seg_video, seg_start = _segment_index(outputs)
     vp = np.stack([o.video_probs[cls] for o in outputs]).astype(np.float32)
-    kk = cg_k(len(outputs)) if k is None else max(1, min(int(k), len(outputs)))
+    share = bundle_cg_share(bundle)
+    mean_seg = float(num_seg.mean()) if len(num_seg) else None
+    kk = cg_k(len(outputs), share, mean_seg) if k is None else max(1, min(int(k), len(outputs)))
     cg_mask = _top_k_mask(vp, kk)
     if want_ccrl:
         only_cg = cg_mask if all(cg_modes) else None
-        scores["ccrl"] = _score_ccrl(bundle, outputs, cls, only_cg, num_seg, progress=progress)
+        boosters = {"ccrl": bundle.booster, **(alternative_booster(bundle) if alternative else {})}
+        scores.update(_score_ccrl(bundle, boosters, outputs, cls, only_cg, num_seg, progress))
     t2 = time.perf_counter()
     return CorpusScores(
         [o.id for o in outputs],
@@ -265,27 +277,44 @@ def _segment_index(outputs: Sequence[VideoOutputs]) -> tuple[I64, I64, I64]:
 
 def _top_k_mask(video_probs: F32, k: int) -> npt.NDArray[np.bool_]:
     """bool [V, R]: True where the video is among the top ``k`` of the class column (stable)."""
-    mask = np.zeros(video_probs.shape, bool)
-    top_rows = np.argsort(-video_probs, axis=0, kind="stable")[:k]  # [K, R]
-    mask[top_rows, np.arange(video_probs.shape[1])[None, :]] = True
-    return mask
+    from training.cg_select import top_k_mask
+
+    return top_k_mask(video_probs, k)
+
+
+def bundle_cg_share(bundle: Bundle) -> float:
+    """The share of the videos CG keeps per class: the bundle's holdout choice, else 1/20."""
+    return float(bundle.manifest.config.get("cg", {}).get("video_share", MAX_SHARE))
+
+
+def alternative_booster(bundle: Bundle) -> dict[str, Any]:
+    """``{"ccrl[OBJECTIVE]": booster}`` of the bundle's runner-up GBM, or ``{}``."""
+    import xgboost as xgb
+
+    alt = bundle.manifest.config.get("ccrl_alternative")
+    if not alt or not (bundle.path / alt["file"]).is_file():
+        return {}
+    booster = xgb.Booster(model_file=str(bundle.path / alt["file"]))
+    booster.set_param({"nthread": 1})
+    return {f"ccrl[{alt['objective']}]": booster}
 
 
 def _score_ccrl(
     bundle: Bundle,
+    boosters: dict[str, Any],
     outputs: Sequence[VideoOutputs],
     cls: I64,
     cg_mask: npt.NDArray[np.bool_] | None,
     num_seg: I64,
-    *,
     progress: bool = True,
     chunk_rows: int = 100_000,
-) -> F32:
-    """CCRL scores float32 [N, R]; with ``cg_mask`` only the pairs of each video's CG classes."""
+) -> dict[str, F32]:
+    """Each booster's scores float32 [N, R] of the same pairs; with ``cg_mask`` only the pairs of
+    each video's CG classes (NaN elsewhere)."""
     from training.ccrl import score_pairs
 
     offsets = np.concatenate([[0], np.cumsum(num_seg)]).astype(np.int64)
-    out = np.full((int(offsets[-1]), len(cls)), np.nan, np.float32)
+    out = {n: np.full((int(offsets[-1]), len(cls)), np.nan, np.float32) for n in boosters}
     col = {int(c): i for i, c in enumerate(cls.tolist())}
     xs: list[F32] = []
     dest_rows: list[I64] = []
@@ -296,8 +325,10 @@ def _score_ccrl(
         nonlocal pending
         if not xs:
             return
-        s = score_pairs(bundle.booster, np.concatenate(xs))
-        out[np.concatenate(dest_rows), np.concatenate(dest_cols)] = s
+        x = np.concatenate(xs)
+        rows, cols = np.concatenate(dest_rows), np.concatenate(dest_cols)
+        for name, booster in boosters.items():
+            out[name][rows, cols] = score_pairs(booster, x)
         xs.clear()
         dest_rows.clear()
         dest_cols.clear()

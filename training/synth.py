@@ -72,6 +72,14 @@ them every rated negative shares a video with a positive, and CG can only lose p
 ``positive_share`` is the corpus-wide target: videos that show their rated class get
 ``positive_share / (1 - absent_rated_prob)`` positives.
 
+**Knobs that are off by default** (the ``hard`` profile of :mod:`training.synth_profiles` uses
+them; off, they draw nothing from the random streams, so the default corpus is unchanged):
+``rated_minor_prob``, a rated video that shows its rated class is about another topic and shows
+the rated class as a secondary one (ordinary coverage, a low video-level score: the videos that
+candidate generation at 1/20 misses); ``run_style_scale``, every run adds a random direction of
+its own to its class's signal (labelled segments of other videos look less alike);
+``rating_flip_prob``, a rating's score is flipped (rater mistakes).
+
 **Splits**: ``split_fractions`` = 60% train (video labels only), 25% validate, 15% test.
 
 At the default size (``ccrl synth OUT``: 2000 videos, 100 classes, seed 0) that is 1200 / 500 /
@@ -202,6 +210,7 @@ class SynthConfig:
     rgb_weak_prob: float = 0.15
     rgb_weak_factor: float = 0.3
     same_mode_prob: float = 0.7
+    run_style_scale: float = 0.0
     context_scale: float = 0.8
     background_atoms: int = 48
     scene_scale: float = 1.2
@@ -218,6 +227,8 @@ class SynthConfig:
     absent_rated_prob: float = 0.2
     hard_negative_weight: float = 4.0
     other_concept_weight: float = 2.0
+    rated_minor_prob: float = 0.0
+    rating_flip_prob: float = 0.0
 
     def validate(self) -> None:
         """Raise ``ValueError`` naming the knob when a value is out of range."""
@@ -242,6 +253,11 @@ class SynthConfig:
             raise ValueError(f"cluster_size must be (lo >= 2, hi >= lo): {self.cluster_size}")
         if not 0 <= self.absent_rated_prob < 0.5:
             raise ValueError(f"absent_rated_prob must be in [0, 0.5), got {self.absent_rated_prob}")
+        for knob in ("rated_minor_prob", "rating_flip_prob"):
+            if not 0 <= getattr(self, knob) < 0.5:
+                raise ValueError(f"{knob} must be in [0, 0.5), got {getattr(self, knob)}")
+        if self.run_style_scale < 0:
+            raise ValueError(f"run_style_scale must be >= 0, got {self.run_style_scale}")
         if self.ratings_per_video[0] < 2 or self.ratings_per_video[1] < self.ratings_per_video[0]:
             raise ValueError(
                 f"ratings_per_video must be (lo >= 2, hi >= lo): {self.ratings_per_video}"
@@ -626,7 +642,8 @@ def generate_video(
     span = cfg.max_frames - cfg.min_frames
     frames = cfg.min_frames + round(span * rng.beta(*cfg.length_beta))
     absent = _rated_class_absent(world, rng, rated_class)
-    classes = _video_classes(world, rng, rated_class, absent)
+    minor = not absent and _rated_class_minor(world, rng, rated_class)
+    classes = _video_classes(world, rng, rated_class, absent, minor)
     presence, runs, decoys = _layout(world, rng, frames, classes)
     run_of, strength, rgb_sig, audio_sig = _run_appearance(world, rng, frames, classes, runs)
     rgb, audio = _render_video(world, rng, frames, classes, run_of, strength, rgb_sig, audio_sig)
@@ -662,10 +679,36 @@ def _rated_class_absent(world: World, rng: np.random.Generator, rated_class: int
     )
 
 
+def _rated_class_minor(world: World, rng: np.random.Generator, rated_class: int | None) -> bool:
+    """Whether a rated video is about another topic and shows its rated class as a secondary one
+    (``rated_minor_prob``; no draw from ``rng`` when the knob is off)."""
+    cfg = world.config
+    return (
+        rated_class is not None and cfg.rated_minor_prob > 0 and rng.random() < cfg.rated_minor_prob
+    )
+
+
+def _minor_classes(world: World, rng: np.random.Generator, rated_class: int) -> I64:
+    """True classes of a rated video whose rated class is a secondary class: int64 [k], k >= 2.
+
+    The main topic is drawn by Zipf among the other classes; ``rated_class`` comes second, so its
+    runs get the ordinary coverage (no ``main_min_coverage``) and may be squeezed by the others.
+    """
+    w = world.zipf.copy()
+    w[rated_class] = 0.0
+    topic = int(rng.choice(world.num_classes, p=w / w.sum()))
+    drawn = _draw_classes(world, rng, topic)
+    rest = [int(c) for c in drawn[1:] if c != rated_class][:3]
+    return np.asarray([topic, rated_class, *rest], dtype=np.int64)
+
+
 def _video_classes(
-    world: World, rng: np.random.Generator, rated_class: int | None, absent: bool
+    world: World, rng: np.random.Generator, rated_class: int | None, absent: bool, minor: bool
 ) -> I64:
     """The classes present in the video: int64 [K], its topic first."""
+    if minor:
+        assert rated_class is not None
+        return _minor_classes(world, rng, rated_class)
     if not absent:
         return _draw_classes(world, rng, rated_class)
     assert rated_class is not None
@@ -711,6 +754,9 @@ def _run_appearance(
             mode = int(rng.integers(cfg.modes_per_class))
         rgb_sig[r] = rgb_gain[r] * (world.rgb.prototypes[c] + world.rgb.modes[c, mode])
         audio_sig[r] = audio_gain[r] * (world.audio.prototypes[c] + world.audio.modes[c, mode])
+        if cfg.run_style_scale > 0:  # a style of this run alone (not shared with other videos)
+            rgb_sig[r] += rgb_gain[r] * cfg.run_style_scale * _unit(rng, 1, RGB_DIM)[0]
+            audio_sig[r] += audio_gain[r] * cfg.run_style_scale * _unit(rng, 1, AUDIO_DIM)[0]
     return run_of, strength, rgb_sig, audio_sig
 
 
@@ -746,7 +792,7 @@ def _rating_plan(
     cfg = world.config
     lo, hi = cfg.ratings_per_video
     n_total = int(rng.integers(lo, hi + 1))
-    others = np.intersect1d(classes[1:], world.rated)
+    others = np.setdiff1d(np.intersect1d(classes[1:], world.rated), [rated_class])
     if len(others) and rng.random() < cfg.second_class_prob:
         return [(rated_class, max(2, n_total - 2)), (int(rng.choice(others)), 2)]
     return [(rated_class, n_total)]
@@ -767,6 +813,9 @@ def _ratings(
     seg_scores: list[float] = []
     for c, n in plan:
         starts, scores = _rate(world, rng, truth, int(c), n, absent and c == rated_class)
+        if world.config.rating_flip_prob > 0:  # rater mistakes
+            flip = rng.random(len(scores)) < world.config.rating_flip_prob
+            scores[flip] = 1.0 - scores[flip]
         if len(starts):
             rated.append(int(c))
             seg_labels += [int(c)] * len(starts)
@@ -963,8 +1012,8 @@ def _tee_stats(videos: Iterator[Video], stats: _SplitStats, classes: int) -> Ite
 def run_synth(
     out: Path,
     *,
-    videos: int = 2000,
-    classes: int = 100,
+    videos: int | None = None,
+    classes: int | None = None,
     seed: int = 0,
     gzip: bool = False,
     shards: int = 4,
@@ -972,18 +1021,28 @@ def run_synth(
     max_frames: int | None = None,
     progress: bool = True,
     config: SynthConfig | None = None,
+    profile: str | None = None,
 ) -> dict[str, Any]:
     """Write a synthetic corpus under ``out`` and return the ``synth.json`` content.
 
     ``out/train/``, ``out/validate/``, ``out/test/`` (TFRecords via ``service.tfrecord``),
     ``out/vocabulary.csv``, ``out/segment_label_ids.csv``, ``out/synth.json``. The bytes are a
-    function of the arguments alone. ``config`` overrides every knob but ``videos``, ``classes``,
-    ``seed``, ``min_frames`` and ``max_frames`` given here.
+    function of the arguments alone. ``profile`` (see :mod:`training.synth_profiles`) sets every
+    knob and the default ``videos`` / ``classes`` (default profile: 2000 and 100); ``config``
+    replaces the profile's knobs and size; ``videos``, ``classes``, ``seed``, ``min_frames`` and
+    ``max_frames`` given here win over both.
     """
     from service.tfrecord import write_videos
+    from training.synth_profiles import get_profile
 
-    base = config or SynthConfig()
-    cfg = replace(base, videos=videos, classes=classes, seed=seed)
+    prof = get_profile(profile or "default")
+    base = config or prof.config()
+    cfg = replace(
+        base,
+        videos=base.videos if videos is None else videos,
+        classes=base.classes if classes is None else classes,
+        seed=seed,
+    )
     if min_frames is not None:
         cfg = replace(cfg, min_frames=min_frames)
     if max_frames is not None:
@@ -1012,6 +1071,8 @@ def run_synth(
     write_vocabulary(out / "vocabulary.csv", world, stats["train"].label_counts)
     write_segment_label_ids(out / "segment_label_ids.csv", world.rated)
     meta = _metadata(world, stats, gzip=gzip, shards=shards)
+    if prof.name != "default":  # the default profile's synth.json stays as it was
+        meta["profile"] = prof.name
     (out / "synth.json").write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n")
     if progress:
         parts = ", ".join(
@@ -1019,6 +1080,21 @@ def run_synth(
         )
         print(f"wrote {out}: {parts}; {cfg.classes} classes, {len(world.rated)} rated")
     return meta
+
+
+OPTIONAL_KNOBS = ("run_style_scale", "rated_minor_prob", "rating_flip_prob")
+"""Knobs written to ``synth.json`` only when they differ from their default (off): the default
+profile's files stay byte-for-byte what they were before these knobs existed."""
+
+
+def _config_record(cfg: SynthConfig) -> dict[str, Any]:
+    """``asdict(cfg)`` without the optional knobs that are at their default."""
+    record = asdict(cfg)
+    default = SynthConfig()
+    for knob in OPTIONAL_KNOBS:
+        if record[knob] == getattr(default, knob):
+            del record[knob]
+    return record
 
 
 def _metadata(
@@ -1030,7 +1106,7 @@ def _metadata(
     return {
         "format_version": FORMAT_VERSION,
         "generator": "training.synth",
-        "config": asdict(cfg),
+        "config": _config_record(cfg),
         "seed": cfg.seed,
         "gzip": gzip,
         "shards": shards,

@@ -31,17 +31,17 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def _build_logistic_bundle(corpus: Path, out: Path) -> Path:
+def _build_logistic_bundle(corpus: Path, out: Path, objective: str = "binary:logistic") -> Path:
     """A tiny real bundle without the pipeline: logistic candidates (random head, mean-frame
-    embeddings), the bank of the validate split's ratings, 40 rounds of XGBoost on their pairs."""
+    embeddings), the bank of the validate split's ratings, 40 rounds of XGBoost on their pairs
+    (``objective``; a ranking objective groups the pairs by class)."""
     import torch
-    import xgboost as xgb
 
-    from service.features import FEATURE_TYPES
     from service.tfrecord import read_videos
     from training.bundle_writer import write_bundle
     from training.candidates import LogisticModel, model_config
     from training.ccrl import CandidateRunner, build_bank, rated_pairs
+    from training.crossfit import fit
     from training.export import export_onnx
 
     torch.manual_seed(0)
@@ -57,20 +57,14 @@ def _build_logistic_bundle(corpus: Path, out: Path) -> Path:
     outputs = runner.run_all(read_videos([corpus / "validate"]), progress=False)
     bank = build_bank(outputs, num_classes)
     pairs = rated_pairs(outputs, bank, progress=False)
-    dtrain = xgb.DMatrix(
-        pairs.x, label=pairs.y, feature_types=list(FEATURE_TYPES), enable_categorical=True
-    )
-    booster = xgb.train(
-        {
-            "objective": "binary:logistic",
-            "max_depth": 4,
-            "eta": 0.3,
-            "nthread": 1,
-            "max_cat_to_onehot": 1,
-        },
-        dtrain,
-        num_boost_round=40,
-    )
+    params = {
+        "objective": objective,
+        "max_depth": 4,
+        "eta": 0.3,
+        "nthread": 1,
+        "max_cat_to_onehot": 1,
+    }
+    booster = fit(pairs.x, pairs.y, pairs.class_ids, params, 40)
     lines = (corpus / "segment_label_ids.csv").read_text().split()[1:]
     rated = [int(x) for x in lines]
     write_bundle(
@@ -85,7 +79,8 @@ def _build_logistic_bundle(corpus: Path, out: Path) -> Path:
             "preset": "small",
         },
         booster=booster,
-        ccrl_params={"max_sim": True, "rounds": 40},
+        ccrl_params={"max_sim": True, "rounds": 40, "objective": objective},
+        config={"ccrl_objective": objective},
         bank=bank,
         classes=classes,
         rated_classes=[int(c) for c in rated],
@@ -124,6 +119,15 @@ def sim_bundle(service_corpus: Path, tmp_path_factory: pytest.TempPathFactory) -
     on the tiny corpus its GBM learns to lean on the similarity features, which the unseen-class
     test needs (the tiny LSTM bundle's embeddings are too weak after a few seconds of training)."""
     return _build_logistic_bundle(service_corpus, tmp_path_factory.mktemp("svc-sim") / "sim")
+
+
+@pytest.fixture(scope="session")
+def rank_bundle(service_corpus: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The ``sim_bundle`` recipe with a ranking objective (``rank:pairwise``): its CCRL scores are
+    margins, not probabilities."""
+    return _build_logistic_bundle(
+        service_corpus, tmp_path_factory.mktemp("svc-rank") / "rank", "rank:pairwise"
+    )
 
 
 @pytest.fixture(scope="session")

@@ -96,3 +96,27 @@ def test_bad_input_raises_before_anything_is_indexed(
     with pytest.raises(UnknownClassError):
         loc.localize(_query(v, video_id=v.id, classes=[scorer.num_classes]))
     assert loc.index_store.top(0, limit=1)[0] == 0
+
+
+def test_candidate_classes_default_to_the_bundles_holdout_choice(
+    scorer: Scorer, test_videos: list[Video]
+) -> None:
+    """Unset settings take ``max_classes`` / ``min_video_score`` from the manifest (chosen on
+    the holdout by ``ccrl train``); settings and the request still override them."""
+    chosen = scorer.bundle.manifest.config["service"]
+    assert scorer.bundle.candidate_defaults == (
+        chosen["max_classes"],
+        chosen["min_video_score"],
+    )
+    loc = _localizer(scorer)
+    assert (loc.max_classes, loc.min_video_score) == scorer.bundle.candidate_defaults
+    v = test_videos[0]
+    done = loc.localize(_query(v, index=False))
+    vp = scorer.run_candidate(v.features()).video_probs
+    expect = scorer.candidate_classes(
+        vp, scorer.bundle.bank, max_classes=loc.max_classes, min_video_score=loc.min_video_score
+    )
+    assert done.localization.class_ids.tolist() == expect.tolist()
+    assert _localizer(scorer, max_classes=1, min_video_score=0.0).max_classes == 1
+    one = loc.localize(_query(v, max_classes=1, index=False))
+    assert len(one.localization.class_ids) <= 1

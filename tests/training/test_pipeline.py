@@ -18,7 +18,7 @@ from training.metric import Ratings, mean_average_precision
 from training.pipeline import run_train
 from training.stages.bundle import read_rated_classes
 from training.submission import read_submission
-from training.submit import cg_k, run_submit, score_corpus
+from training.submit import bundle_cg_share, cg_k, run_submit, score_corpus
 
 pytestmark = pytest.mark.slow
 
@@ -65,14 +65,23 @@ def test_bundle_layout_manifest_and_report(bundle: Path, tiny_corpus: Path) -> N
     with np.load(bundle / "bank.npz", allow_pickle=False) as z:
         assert z["emb"].shape[0] == len(b.bank) > 0
     table2 = m["metrics"]["map"]
-    assert set(table2) == set(MODELS)
+    alt = m["config"]["ccrl_alternative"]
+    assert set(table2) == {*MODELS, f"ccrl[{alt['objective']}]"}
+    assert (bundle / alt["file"]).is_file() and alt["file"] in m["files"]
+    objective = m["config"]["ccrl_objective"]
+    assert objective == m["ccrl"]["params"]["objective"]
+    assert objective.startswith("rank:") != alt["objective"].startswith("rank:")
     for scores in table2.values():
         assert 0.0 <= scores["cg"] <= 1.0 and 0.0 <= scores["no_cg"] <= 1.0
     assert m["metrics"]["train_seconds"]["total"] > 0
     md = (bundle / "report" / "report.md").read_text()
     assert "Table 2 analogue" in md and "Rare vs frequent" in md and "Active learning" in md
     rep = json.loads((bundle / "report" / "report.json").read_text())
-    assert rep["table1"]["k"] == cg_k(rep["videos"])
+    assert rep["table1"]["k"] == cg_k(rep["videos"], bundle_cg_share(b))
+    cg = m["config"]["cg"]
+    assert cg["video_share"] in [r["video_share"] for r in m["config"]["training"]["cg_curve"]]
+    assert "report/cg_holdout.png" in m["files"] and "Chosen on the validate holdout" in md
+    assert set(m["config"]["service"]) == {"max_classes", "min_video_score"}
     assert rep["groups"]["kind"] == "cluster"
 
 
@@ -84,7 +93,7 @@ def test_submit_every_model_with_and_without_cg(
     ratings = Ratings(videos)
     metrics = json.loads((bundle / "manifest.json").read_text())["metrics"]["map"]
     rated = set(load_bundle(bundle).rated_classes.tolist())
-    k = cg_k(len(videos))
+    k = cg_k(len(videos), bundle_cg_share(load_bundle(bundle)))
     for model in MODELS:
         for cg in (True, False):
             path = run_submit(bundle, test, tmp_path / f"{model}-{cg}.csv", model=model, cg=cg)

@@ -7,10 +7,14 @@ labels of ``train/``:
   model). Its segment embedding is the segment's mean dequantized frame, D = 1152.
 - ``lstm``: the paper's model: stacked bidirectional LSTM layers, then a unidirectional LSTM, then a
   linear layer with a sigmoid. The ``paper`` preset reads the last hidden state (1024 cells, two
-  bidirectional layers); the ``small`` preset reads the mean hidden state over time and projects
-  the frames to 64 dimensions first (with ~1000 training videos the last-state LSTM did not learn
-  within minutes: its loss stayed at the label prior). Its segment embedding is the mean hidden
-  state of the unidirectional LSTM over the segment's 5 frames (segment fed alone), D = hidden.
+  bidirectional layers); the ``small`` preset (with ~1000 training videos the last-state LSTM did
+  not learn within minutes: its loss stayed at the label prior) projects the frames to 256
+  dimensions (wider than the class count) with a LayerNorm, reads the mean and max of the hidden
+  states over time plus the projection's mean (a linear path, as in the logistic model), and
+  trains with input dropout 0.5 and a one-cycle learning-rate schedule (the measurements are in
+  :data:`~training.candidates.config.PRESETS`). Its segment embedding is the mean hidden state of
+  the unidirectional LSTM over the segment's 5 frames (segment fed alone), D = hidden; the
+  pipeline also tries the segments' mean frames instead (``FrameEmbeddings``).
 - ``ensemble``: the average of both models' probabilities; its embeddings are the LSTM's.
 
 The modules, in the order a newcomer reads them:

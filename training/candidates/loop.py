@@ -16,6 +16,7 @@ chosen once by :func:`_feed`:
 from __future__ import annotations
 
 import copy
+import math
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -65,6 +66,32 @@ def optimizer_step(
     if grad_clip > 0:
         nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
     opt.step()
+
+
+WARMUP = 0.15
+"""Share of the steps of the ``onecycle`` schedule spent warming up."""
+
+
+def lr_at(cfg: ModelConfig, done: float) -> float:
+    """The learning rate after ``done`` (0..1) of all training steps.
+
+    ``constant``: ``cfg.lr``. ``onecycle``: a linear warm-up from ``lr / 25`` to ``lr`` over the
+    first :data:`WARMUP` of the steps, then a cosine decay towards 0. A pure function of the step,
+    so a resumed run follows the same schedule without saving a scheduler.
+    """
+    if cfg.schedule == "constant":
+        return cfg.lr
+    if cfg.schedule != "onecycle":
+        raise ValueError(f"unknown schedule {cfg.schedule!r} (expected constant or onecycle)")
+    if done < WARMUP:
+        return cfg.lr * (0.04 + 0.96 * done / WARMUP)
+    return cfg.lr * 0.5 * (1.0 + math.cos(math.pi * min(1.0, (done - WARMUP) / (1 - WARMUP))))
+
+
+def set_lr(opt: torch.optim.Optimizer, lr: float) -> None:
+    """Set every parameter group's learning rate."""
+    for group in opt.param_groups:
+        group["lr"] = lr
 
 
 def split_train_val(
@@ -206,7 +233,8 @@ def _train_epoch(
     # tqdm wraps the loader itself (``tqdm.auto`` opens one extra loader iterator, which draws
     # from the torch RNG; wrapping anything else would change the dropout masks of every run)
     bar = tqdm(batches, total=total, desc=desc, disable=not progress, leave=False)
-    for batch in bar:
+    for step, batch in enumerate(bar):
+        set_lr(opt, lr_at(cfg, (epoch * total + step) / max(cfg.epochs * total, 1)))
         logits, y = feed.forward(batch)
         loss = bce_per_video(logits, y)
         optimizer_step(model, opt, loss, cfg.grad_clip)

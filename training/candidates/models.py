@@ -97,55 +97,88 @@ class LogisticModel(nn.Module):
 class LstmModel(nn.Module):
     """The paper's video LSTM: bidirectional LSTM layer(s), a unidirectional LSTM, linear + sigmoid.
 
-    The classifier reads the unidirectional LSTM's last hidden state (``pool="last"``, the paper)
-    or the mean of its hidden states over time (``pool="mean"``, which learns far faster from a
-    small corpus). ``proj > 0`` inserts a linear projection 1152 -> proj before the LSTMs (a
-    low-rank input layer: fewer parameters, about half the compute). Embedding of a segment: the
-    mean of the unidirectional LSTM's hidden states over the segment's 5 frames, D = hidden.
+    The classifier reads the unidirectional LSTM's last hidden state (``pool="last"``, the paper),
+    the mean of its hidden states over time (``pool="mean"``, which learns far faster from a small
+    corpus) or their mean and max (``pool="meanmax"``). ``proj > 0`` inserts a linear projection
+    1152 -> proj before the LSTMs (``proj_norm``: followed by a LayerNorm, so the LSTM inputs keep
+    one scale whatever the frames' statistics); ``skip`` adds the projection's mean over time
+    (before the LayerNorm: a linear function of the mean frame, a low-rank logistic model) to
+    what the classifier reads, a linear path next to the recurrent one. Embedding of a segment:
+    the mean of the unidirectional LSTM's hidden states over the segment's 5 frames, D = hidden.
     """
 
     kind = "lstm"
 
     def __init__(self, cfg: ModelConfig) -> None:
         super().__init__()
-        if cfg.pool not in ("last", "mean"):
-            raise ValueError(f"lstm pool must be 'last' or 'mean', got {cfg.pool!r}")
+        if cfg.pool not in ("last", "mean", "meanmax"):
+            raise ValueError(f"lstm pool must be 'last', 'mean' or 'meanmax', got {cfg.pool!r}")
+        if cfg.skip and (cfg.proj <= 0 or cfg.pool == "last"):
+            raise ValueError("lstm skip needs proj > 0 and a pooled (mean or meanmax) readout")
         self.cfg = cfg
         self.norm = Standardize()
         self.drop = nn.Dropout(cfg.input_dropout)
         self.proj = nn.Linear(FEATURE_DIM, cfg.proj) if cfg.proj > 0 else nn.Identity()
+        self.proj_norm = nn.LayerNorm(cfg.proj) if cfg.proj > 0 and cfg.proj_norm else nn.Identity()
         width = cfg.proj if cfg.proj > 0 else FEATURE_DIM
         self.bi = nn.LSTM(
             width, cfg.hidden, num_layers=cfg.bi_layers, batch_first=True, bidirectional=True
         )
         self.uni = nn.LSTM(2 * cfg.hidden, cfg.hidden, batch_first=True)
-        self.head = nn.Linear(cfg.hidden, cfg.num_classes)
+        head_in = cfg.hidden * (2 if cfg.pool == "meanmax" else 1) + (cfg.proj if cfg.skip else 0)
+        self.head = nn.Linear(head_in, cfg.num_classes)
 
     @property
     def embedding_dim(self) -> int:
         return self.cfg.hidden
 
-    def _inputs(self, frames: Tensor) -> Tensor:
-        return self.proj(self.drop(self.norm(frames)))  # type: ignore[no-any-return]
+    def _inputs(self, frames: Tensor) -> tuple[Tensor, Tensor]:
+        """(the projection q [..., P], the LSTM input: q after ``proj_norm``)."""
+        q = self.proj(self.drop(self.norm(frames)))
+        return q, self.proj_norm(q)
+
+    def _readout(self, p: Tensor, z: Tensor, h_last: Tensor, mask: Tensor | None) -> Tensor:
+        """What the classifier reads: [B, head_in] from the projections p [B, T, P] (before the
+        LayerNorm, so their mean is linear in the mean frame), the hidden states z [B, T, H], the
+        last state [B, H] and the valid-frame mask [B, T]."""
+        if self.cfg.pool == "last":
+            return h_last
+        if mask is None:
+            parts = [z.mean(1)]
+            if self.cfg.pool == "meanmax":
+                parts.append(z.max(1).values)
+            if self.cfg.skip:
+                parts.insert(0, p.mean(1))
+            return torch.cat(parts, 1) if len(parts) > 1 else parts[0]
+        m = mask[..., None]
+        n = m.sum(1).clamp_min(1)
+        parts = [(z * m).sum(1) / n]
+        if self.cfg.pool == "meanmax":
+            parts.append(z.masked_fill(m == 0, -1e4).max(1).values)
+        if self.cfg.skip:
+            parts.insert(0, (p * m).sum(1) / n)
+        return torch.cat(parts, 1) if len(parts) > 1 else parts[0]
 
     def encode(self, x: Tensor) -> tuple[Tensor, Tensor]:
-        """Unpadded frames [B, T, 1152] -> (hidden states [B, T, H], pooled state [B, H])."""
-        y, _ = self.bi(self._inputs(x))
+        """Unpadded frames [B, T, 1152] -> (hidden states [B, T, H], readout [B, head_in])."""
+        q, p = self._inputs(x)
+        y, _ = self.bi(p)
         z, (h, _) = self.uni(y)
-        return z, (z.mean(1) if self.cfg.pool == "mean" else h[-1])
+        return z, self._readout(q, z, h[-1], None)
 
     def forward(self, frames: Tensor, lengths: Tensor) -> Tensor:
         """Padded frames [B, T, 1152], lengths [B] -> logits [B, C] (packed: padding is inert)."""
         lengths = lengths.cpu().clamp_min(1)
-        packed = pack_padded_sequence(
-            self._inputs(frames), lengths, batch_first=True, enforce_sorted=False
-        )
+        q, p = self._inputs(frames)
+        packed = pack_padded_sequence(p, lengths, batch_first=True, enforce_sorted=False)
         y, _ = self.bi(packed)
         z, (h, _) = self.uni(y)
         if self.cfg.pool == "last":
             return self.head(h[-1])
-        zp, _ = pad_packed_sequence(z, batch_first=True)  # [B, T', H], zeros past each length
-        return self.head(zp.sum(1) / lengths[:, None].to(zp.dtype))
+        t = frames.shape[1]
+        zp, _ = pad_packed_sequence(z, batch_first=True, total_length=t)  # zeros past each length
+        mask = (torch.arange(t)[None, :] < lengths[:, None]).to(zp.dtype)
+        return self.head(self._readout(q, zp, h[-1], mask))
 
     def forward_unpadded(self, frames: Tensor) -> tuple[Tensor, Tensor]:
         """Unpadded frames [B, T, 1152] -> (logits [B, C], mean hidden state [B, H])."""
@@ -194,6 +227,35 @@ class EnsembleModel(nn.Module):
         lv, ls, _ = self.logistic.graph_outputs(frames)
         rv, rs, emb = self.lstm.graph_outputs(frames)
         return 0.5 * (lv + rv), 0.5 * (ls + rs), emb
+
+
+def segment_mean_frames(frames: Tensor) -> Tensor:
+    """frames [F, 1152] -> the mean frame of every whole segment, [S, 1152]."""
+    s = _segment_count(frames)
+    return frames[: s * SEGMENT_FRAMES].reshape(s, SEGMENT_FRAMES, FEATURE_DIM).mean(1)
+
+
+class FrameEmbeddings(nn.Module):
+    """A generator whose segment embeddings are the segments' mean frames (D = 1152) instead of
+    its own (the LSTM's hidden states): the other embedding the similarity features can use.
+    ``video_probs`` and ``segment_probs`` are the wrapped generator's."""
+
+    embedding = "frames"
+
+    def __init__(self, model: LstmModel | EnsembleModel) -> None:
+        super().__init__()
+        self.model = model
+        self.cfg = model.cfg
+        self.kind = model.kind
+
+    @property
+    def embedding_dim(self) -> int:
+        return FEATURE_DIM
+
+    def graph_outputs(self, frames: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """frames [F, 1152] -> video_probs [C], segment_probs [S, C], mean frames [S, 1152]."""
+        video, seg_probs, _ = self.model.graph_outputs(frames)
+        return video, seg_probs, segment_mean_frames(frames)
 
 
 CandidateModule = LogisticModel | LstmModel | EnsembleModel

@@ -41,7 +41,7 @@ def train_config(
     run: TrainRun,
     gens: Generators,
     val: Validate,
-    fits: dict[str, CcrlFit],
+    holdout_maps: dict[str, float],
     fit: CcrlFit,
     baselines: dict[str, FittedBaseline],
     ensemble: dict[str, Any],
@@ -56,10 +56,16 @@ def train_config(
         "threads": run.threads,
         "candidate_model": fit.generator,
         "candidate_report_choice": gens.result.model,
-        "generators_holdout_map": {g: f.holdout_map for g, f in fits.items()},
+        "embedding": fit.embedding,
+        "generators_holdout_map": holdout_maps,
         "cg_top_k": gens.result.k,
-        "cg_rule": "K = largest K with K / num_videos <= 1/20 (per ranked corpus)",
-        "ensemble": {k: ensemble[k] for k in ("members", "method", "weights")},
+        "cg": {k: v for k, v in fit.cg.items() if k != "curve"},
+        "cg_rule": "K = floor(cg.video_share x videos), chosen on the holdout (training.cg_select)",
+        "service": {k: fit.service[k] for k in ("max_classes", "min_video_score")}
+        if fit.service
+        else {},
+        "ccrl_objective": str(fit.model.params.get("objective", "binary:logistic")),
+        "ensemble": {k: ensemble.get(k) for k in ("members", "method", "weights", "fallback")},
         "ccrl": config_dict(run.ccrl),
         "finetune": asdict(run.finetune),
         "convnet_pretrain_epochs": run.convnet_pretrain_epochs,
@@ -71,6 +77,10 @@ def train_config(
             "ccrl": fit.model.info(),
             **{name: b.info for name, b in baselines.items()},
             "ensemble_holdout_map": ensemble["holdout_map"],
+            "ensemble_tried": ensemble["tried"],
+            "gbm_selection": fit.gbm.info() if fit.gbm is not None else None,
+            "cg_curve": fit.cg.get("curve", []),
+            "service_choice": fit.service,
         },
     }
 
@@ -87,6 +97,7 @@ def write_train_bundle(
     from training.bundle_writer import write_bundle
 
     ccrl = fit.model
+    alternative = alternative_files(run, fit, config)  # records config.ccrl_alternative
     return write_bundle(
         run.out,
         name=run.out.name,
@@ -97,6 +108,7 @@ def write_train_bundle(
             "embedding_dim": fit.bank.dim,
             "model": fit.generator,
             "preset": run.preset,
+            "embedding": fit.embedding,
         },
         booster=ccrl.booster,
         ccrl_params={
@@ -113,5 +125,35 @@ def write_train_bundle(
         rated_classes=read_rated_classes(run.data, fit.pairs.class_ids),
         baselines={name: b.graph for name, b in baselines.items()},
         config=config,
-        extra_files={f"report/candidates/{p.name}": p for p in gens.result.report_paths.values()},
+        extra_files={
+            **{f"report/candidates/{p.name}": p for p in gens.result.report_paths.values()},
+            **alternative,
+        },
     )
+
+
+ALTERNATIVE_FILE = "ccrl_alternative.ubj"
+"""The runner-up GBM of the other objective family, for the report's Table 2."""
+
+
+def alternative_files(run: TrainRun, fit: CcrlFit, config: dict[str, Any]) -> dict[str, Path]:
+    """Train the runner-up GBM (a ranking objective when ``binary:logistic`` won, else
+    ``binary:logistic``) on all pairs: ``{bundle relpath: file}``; records
+    ``config.ccrl_alternative``."""
+    from training.crossfit import fit as fit_gbm
+
+    alt = fit.gbm.runner_up if fit.gbm is not None else None
+    if not alt:
+        return {}
+    pairs = fit.pairs
+    booster = fit_gbm(pairs.x, pairs.y, pairs.class_ids, alt["params"], alt["rounds"])
+    path = run.work / ALTERNATIVE_FILE
+    booster.save_model(str(path))
+    config["ccrl_alternative"] = {
+        "objective": alt["objective"],
+        "file": ALTERNATIVE_FILE,
+        "rounds": alt["rounds"],
+        "oof_map": alt["oof_map"],
+        "params": alt["params"],
+    }
+    return {ALTERNATIVE_FILE: path}

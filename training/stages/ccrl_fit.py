@@ -7,15 +7,16 @@ XGBoost pairwise model on them (grid and early stopping on the holdout, refit on
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from service.yt8m import SEGMENT_FRAMES, segment_id
 
 if TYPE_CHECKING:
     from service.bank import ClassBank
-    from training.ccrl import CcrlModel, PairSet
+    from training.ccrl import CcrlModel, PairSet, VideoOutputs
+    from training.objectives import GbmChoice
     from training.stages.run import TrainRun
     from training.stages.validate import Validate
 
@@ -28,7 +29,13 @@ class CcrlFit:
         generator: the generator's name; ``graph``: its ONNX graph.
         bank: the labelled ``validate/`` segment embeddings of this generator.
         pairs: the N rated (segment, class) pairs with their features; ``tokens``: [N] segment ids.
-        model: the GBM; ``holdout_map``: the best mAP of its grid on the holdout pairs.
+        model: the GBM; ``holdout_map``: its holdout mAP (the best of its grid on the holdout
+            pairs, or its cross-fitted holdout mAP, :mod:`training.stages.ccrl_select`).
+        embedding: the segment embedding of the similarity features (``hidden``, ``frames``).
+        outputs: the generator's outputs of every ``validate/`` video (with that embedding).
+        gbm: the objective / parameters / rounds choice, when they were cross-fitted.
+        cg, service: candidate generation and the service's candidate classes chosen on the
+            holdout (:mod:`training.cg_select`).
     """
 
     generator: str
@@ -38,6 +45,11 @@ class CcrlFit:
     tokens: list[str]
     model: CcrlModel
     holdout_map: float
+    embedding: str = "own"
+    outputs: list[VideoOutputs] | None = None
+    gbm: GbmChoice | None = None
+    cg: dict[str, Any] = field(default_factory=dict)
+    service: dict[str, Any] = field(default_factory=dict)
 
 
 def fit_ccrl(run: TrainRun, name: str, graph: Path, val: Validate, num_classes: int) -> CcrlFit:
@@ -59,7 +71,7 @@ def fit_ccrl(run: TrainRun, name: str, graph: Path, val: Validate, num_classes: 
         f"positive), D={bank.dim}; {len(pairs)} pairs, {model.rounds} rounds, "
         f"holdout mAP {best:.4f}"
     )
-    return CcrlFit(name, graph, bank, pairs, tokens, model, best)
+    return CcrlFit(name, graph, bank, pairs, tokens, model, best, outputs=outs)
 
 
 def choose_generator(fits: dict[str, CcrlFit], report_choice: str) -> CcrlFit:

@@ -5,7 +5,12 @@ or of their normalized ranks (``rank``; :func:`training.submit.combine` does the
 same call ``ccrl submit`` and ``ccrl evaluate`` make). CCRL gets a weight from
 :data:`ENSEMBLE_CCRL_WEIGHTS`; the other members share the rest equally. The method and the weight
 are the pair with the best mAP over the rated pairs of the 10% holdout videos (ties: the plainer
-average, the weight closest to 1/3).
+average, the weight closest to 1/3). When CCRL's scores are margins (a ranking objective) only
+ranks are averaged.
+
+The ensemble is never below the best single model on the holdout: unless a combination beats the
+best single member by more than :data:`ENSEMBLE_MARGIN`, the ensemble *is* that member (weight 1,
+the others 0: its ranked lists are the member's own).
 """
 
 from __future__ import annotations
@@ -27,6 +32,8 @@ ENSEMBLE_CCRL_WEIGHTS = (1 / 3, 0.5, 0.6, 0.7, 0.8, 0.9)
 """CCRL weights tried for the ensemble (1/3 = the plain average of three members)."""
 
 METHODS = ("mean", "rank")
+ENSEMBLE_MARGIN = 0.001
+"""A combination must beat the best single member by more than this on the holdout."""
 
 
 def pair_rows(segments: SegmentSet, pairs: PairSet) -> npt.NDArray[np.int64]:
@@ -38,13 +45,15 @@ def pair_rows(segments: SegmentSet, pairs: PairSet) -> npt.NDArray[np.int64]:
     )
 
 
-def _weightings(members: list[str]) -> list[tuple[str, float, list[float]]]:
+def _weightings(
+    members: list[str], methods: tuple[str, ...] = METHODS
+) -> list[tuple[str, float, list[float]]]:
     """Every ``(method, ccrl weight, weights [M] in member order)`` to try."""
     n_other = max(len(members) - 1, 1)
     ccrl_weights = ENSEMBLE_CCRL_WEIGHTS if "ccrl" in members else (1 / len(members),)
     return [
         (method, w, [w if m == "ccrl" else (1 - w) / n_other for m in members])
-        for method in METHODS
+        for method in methods
         for w in ccrl_weights
     ]
 
@@ -71,18 +80,22 @@ def choose_weights(
     tokens: list[str],
     hold: npt.NDArray[np.bool_],
     member_scores: dict[str, npt.NDArray[np.float32]],
+    *,
+    methods: tuple[str, ...] = METHODS,
 ) -> dict[str, Any]:
-    """Pick the averaging (``mean`` of probabilities or ``rank``) and CCRL's weight.
+    """Pick the averaging (``mean`` of probabilities or ``rank``) and CCRL's weight, or the best
+    single member when no combination beats it by more than :data:`ENSEMBLE_MARGIN`.
 
     Args:
         pairs: the rated validate pairs (N of them).
         tokens: [N] their segment ids.
         hold: bool [N], the pairs of the holdout videos (the only ones scored here).
         member_scores: member name -> float [N] scores (defined at least on the holdout pairs).
+        methods: the averaging methods to try (``rank`` only for margins).
 
     Returns:
         ``{"members", "holdout_map": {member: mAP}, "tried": [{method, ccrl_weight, map}],
-        "method", "weights" (member order), "map"}``.
+        "method", "weights" (member order), "map", "fallback": the single member or None}``.
     """
     from training.ccrl import pairs_map
 
@@ -94,13 +107,18 @@ def choose_weights(
     single = {m: pairs_map(s, cls, toks, y) for m, s in scores.items()}
     result: dict[str, Any] = {"members": list(scores), "holdout_map": single, "tried": []}
     best_key: tuple[float, float] = (-1.0, 0.0)
-    for method, w, weights in _weightings(list(scores)):
+    for method, w, weights in _weightings(list(scores), methods):
         m = pairs_map(_combined(scores, cls, method, weights), cls, toks, y)
         result["tried"].append({"method": method, "ccrl_weight": round(w, 4), "map": m})
         key = (m, -abs(w - 1 / 3))  # ties: the plainer average
         if key > best_key:
             best_key = key
             result.update(method=method, weights=[round(x, 6) for x in weights], map=m)
+    top = max(single, key=lambda k: (single[k], k == "ccrl"))
+    result["fallback"] = None
+    if result["map"] <= single[top] + ENSEMBLE_MARGIN:
+        weights = [1.0 if m == top else 0.0 for m in result["members"]]
+        result.update(method="mean", weights=weights, map=single[top], fallback=top)
     return result
 
 
@@ -113,11 +131,19 @@ def choose_ensemble(
     members = {"ccrl": fit.model.holdout_scores}
     for name, b in baselines.items():
         members[name] = b.result.holdout_probs[rows, pairs.class_ids]
-    ensemble = choose_weights(pairs, fit.tokens, val.holdout[pairs.video], members)
+    margins = fit.gbm is not None and fit.gbm.objective.startswith("rank:")
+    ensemble = choose_weights(
+        pairs,
+        fit.tokens,
+        val.holdout[pairs.video],
+        members,
+        methods=("rank",) if margins else METHODS,
+    )
     rounded = {k: round(v, 4) for k, v in ensemble["holdout_map"].items()}
     print(f"  holdout mAP: {json.dumps(rounded)}")
     print(
         f"  ensemble: {ensemble['method']} of {ensemble['members']} with weights "
         f"{ensemble['weights']} (holdout mAP {ensemble['map']:.4f})"
+        + (f"; the best single member, {ensemble['fallback']}" if ensemble["fallback"] else "")
     )
     return ensemble

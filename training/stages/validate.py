@@ -27,10 +27,13 @@ class Validate:
     Attributes:
         videos: the V videos in reading order (emptied once the baselines are trained).
         holdout: bool [V], the videos held out (10%, by video).
+        segment_means: the mean frame of every whole segment of every video, float32
+            [S_v, 1152] (computed once by the first generator that needs them).
     """
 
     videos: list[Video]
     holdout: npt.NDArray[np.bool_]
+    segment_means: list[npt.NDArray[np.float32]] | None = None
 
     @property
     def num_videos(self) -> int:
