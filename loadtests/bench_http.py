@@ -115,14 +115,14 @@ class Bare:
         self.num_classes = self.rt.scorer.num_classes
 
     def call(self, frames: np.ndarray, classes: Sequence[int] | None = None) -> None:
-        s = self.rt.settings
+        loc = self.rt.localizer  # the settings' limits, else the bundle's (as the service)
         self.rt.scorer.localize(
             frames,
             self.rt.bank.snapshot(),
             classes=classes,
-            max_classes=s.max_classes,
-            max_segments=s.max_segments,
-            min_video_score=s.min_video_score,
+            max_classes=loc.max_classes,
+            max_segments=self.rt.settings.max_segments,
+            min_video_score=loc.min_video_score,
         )
 
     def throughput(self, fn: Callable[[], None], *, threads: int, seconds: float) -> dict[str, Any]:

@@ -352,10 +352,14 @@ def run(argv: Sequence[str] | None = None) -> list[PhaseResult]:
     args = parse_args(argv)
     from service.config import Settings
 
+    from service.bundle import load_bundle
+
     fields = Settings.model_fields
-    max_classes = int(fields["max_classes"].default)
     max_segments = int(fields["max_segments"].default)
     bundle = ensure_bundle(args.bundle, args.workdir, args.seed)
+    # the service's candidate classes per video: the settings', else the bundle's own choice
+    default = fields["max_classes"].default
+    max_classes = int(default or load_bundle(bundle, verify=False).candidate_defaults[0])
     if args.data:
         videos = tfrecord_videos(args.data, limit=args.videos, min_frames=args.min_frames)
     else:

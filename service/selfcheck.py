@@ -3,7 +3,8 @@
 Loading a bundle verifies its files (every sha256 of the manifest, :mod:`service.bundle`); the
 self-check then proves the parts work together: the candidate graph runs on frames of the right
 width, its segment embeddings have the bank's width, the booster scores the pair matrix built from
-them, and every score is a finite probability. A bundle that fails it never becomes ready (at
+them, and every score is finite (and a probability for a logistic objective; the ranking
+objectives score margins). A bundle that fails it never becomes ready (at
 start-up) and is refused by a hot reload (:mod:`service.api.reload`), naming the part that failed.
 """
 
@@ -12,6 +13,7 @@ from __future__ import annotations
 import numpy as np
 
 from service.bank import ClassBank
+from service.review import LOGISTIC_OBJECTIVES, objective_name
 from service.scorer import Scorer
 from service.yt8m import FEATURE_DIM, SEGMENT_FRAMES
 
@@ -54,8 +56,13 @@ def self_check(scorer: Scorer, bank: ClassBank, *, segments: int = 2) -> dict[st
     except Exception as e:  # xgboost raises its own types
         raise SelfCheckError(f"booster: cannot score the pair matrix ({e})") from e
     scores = out.scores
-    if scores.shape != (1, segments) or not np.all((scores >= 0) & (scores <= 1)):
-        raise SelfCheckError(f"booster: scores {scores.tolist()} are not probabilities")
+    if scores.shape != (1, segments) or not np.all(np.isfinite(scores)):
+        raise SelfCheckError(f"booster: scores {scores.tolist()} are not {segments} finite values")
+    objective = objective_name(scorer.bundle.booster)
+    if objective in LOGISTIC_OBJECTIVES and not np.all((scores >= 0) & (scores <= 1)):
+        raise SelfCheckError(
+            f"booster: scores {scores.tolist()} are not probabilities ({objective})"
+        )
     return {
         "candidate": f"{scorer.num_classes} classes, embeddings of {emb.shape[1]} dims",
         "bank": f"{bank.num_classes} classes x {bank.dim} dims, {len(bank)} segments",

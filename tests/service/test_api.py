@@ -29,7 +29,10 @@ def error(r: Any, status: int, *words: str) -> dict[str, Any]:
 
 # ---------------------------------------------------------------------------- /localize
 def test_localize_answers_the_contract(
-    client: Any, test_videos: list[Video], make_payload: Any, service_bundle: Path,
+    client: Any,
+    test_videos: list[Video],
+    make_payload: Any,
+    service_bundle: Path,
     api_token: str,
 ) -> None:
     # a binary:logistic GBM scores probabilities; a ranking objective margins (docs/contracts.md)

@@ -28,10 +28,11 @@ def test_margins_are_served_and_indexed_in_order(
     scorer = Scorer(b, intra_threads=1, xgb_nthread=1, providers="cpu")
     settings = Settings(bundle=rank_bundle, api_token=api_token, redis_url=None, xgb_nthread=1)
     served: list[float] = []
+    auth = {"Authorization": f"Bearer {api_token}"}  # indexing (a video_id) needs the token
     with TestClient(create_app(settings)) as client:
         for v in test_videos[:4]:
             body = make_payload(v, video_id=v.id, max_classes=3)
-            res = client.post("/localize", json=body).json()
+            res = client.post("/localize", json=body, headers=auth).json()
             loc = scorer.localize(v.features(), b.bank, video_id=v.id, max_classes=3)
             assert [c["class_id"] for c in res["classes"]] == loc.class_ids.tolist()
             for k, c in enumerate(res["classes"]):
