@@ -350,9 +350,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 def run(argv: Sequence[str] | None = None) -> list[PhaseResult]:
     """Run every phase and print the table; returns the results (bare first)."""
     args = parse_args(argv)
-    from service.config import Settings
-
     from service.bundle import load_bundle
+    from service.config import Settings
 
     fields = Settings.model_fields
     max_segments = int(fields["max_segments"].default)
