@@ -20,7 +20,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import numpy.typing as npt
 
-from service.features import ClassBank, build_pair_features
+from service.bank import ClassBank
+from service.features import build_pair_features
 
 if TYPE_CHECKING:
     from training.ccrl import VideoOutputs
@@ -54,6 +55,7 @@ def bank_without(bank: ClassBank, classes: Sequence[int]) -> ClassBank:
         bank.emb_video[keep],
         bank.emb_start[keep],
         num_classes=bank.num_classes,
+        scan_cap=bank.scan_cap,
     )
 
 
