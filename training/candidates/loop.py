@@ -77,7 +77,8 @@ def lr_at(cfg: ModelConfig, done: float) -> float:
 
     ``constant``: ``cfg.lr``. ``onecycle``: a linear warm-up from ``lr / 25`` to ``lr`` over the
     first :data:`WARMUP` of the steps, then a cosine decay towards 0. A pure function of the step,
-    so a resumed run follows the same schedule without saving a scheduler.
+    so a resumed run follows the same schedule without saving a scheduler (a run resumed with more
+    epochs than it started with follows the longer schedule from there on).
     """
     if cfg.schedule == "constant":
         return cfg.lr
