@@ -84,8 +84,10 @@ def _md_cg(ch: Mapping[str, Any]) -> list[str]:
         f"Kept: **{kept}** (holdout mAP {cg['holdout_map']:.4f}, recall "
         f"{cg['holdout_recall']:.4f}; the paper's 1/20: mAP {cg['holdout_map_paper_rule']:.4f}, "
         f"recall {cg['holdout_recall_paper_rule']:.4f}; no CG: {cg['holdout_map_no_cg']:.4f}). "
-        "The smallest share whose holdout mAP is within "
-        f"{cg['tolerance']} of the best, within {cg['segment_budget']:,} segments per class.",
+        f"The smallest share whose holdout mAP is within {cg['tolerance']} of the best, "
+        f"{cg.get('edge_share', cg['video_share']):.3g}, times {cg.get('safety', 1):g} (a test "
+        "split's rarest positives rank lower than the holdout's), within "
+        f"{cg['segment_budget']:,} segments per class.",
         "",
         "| share of videos | K (holdout) | segments / class | holdout mAP | holdout recall |",
         "|---|---|---|---|---|",
@@ -110,8 +112,8 @@ def _md_service(ch: Mapping[str, Any]) -> list[str]:
         f"`max_classes` **{sv['max_classes']}**, `min_video_score` **{sv['min_video_score']:g}** "
         f"(holdout mAP {sv['holdout_map']:.4f}; every class: {sv['holdout_map_all_classes']:.4f}): "
         "the smallest number of classes per video, then the highest video-score floor, within "
-        f"{sv['tolerance']} of the best holdout mAP. The service uses them unless "
-        "`CCRL_MAX_CLASSES` / `CCRL_MIN_VIDEO_SCORE` (or a request's `max_classes`) say otherwise.",
+        f"{sv['tolerance']} of the best holdout mAP, with CG's margin. The service uses them "
+        "unless `CCRL_MAX_CLASSES` / `CCRL_MIN_VIDEO_SCORE` (or a request's `max_classes`) say otherwise.",
         "",
         "| max_classes | holdout mAP | recall |",
         "|---|---|---|",

@@ -75,7 +75,8 @@ def test_cg_grows_until_it_costs_no_holdout_map() -> None:
 
 def test_cg_kept_where_it_removes_rated_negatives() -> None:
     ch = choose_cg(_holdout(minor_videos=0, absent_videos=5))
-    assert ch["video_share"] == SHARES[0]  # the top 10 videos are the main ones
+    assert ch["edge_share"] == SHARES[0]  # the top 10 videos are the main ones
+    assert ch["video_share"] == SHARES[2] == 2 * SHARES[0]  # the safety margin
     assert ch["holdout_map"] > ch["holdout_map_no_cg"] + 0.1 and ch["holdout_recall"] == 1.0
 
 
