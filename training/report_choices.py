@@ -113,7 +113,8 @@ def _md_service(ch: Mapping[str, Any]) -> list[str]:
         f"(holdout mAP {sv['holdout_map']:.4f}; every class: {sv['holdout_map_all_classes']:.4f}): "
         "the smallest number of classes per video, then the highest video-score floor, within "
         f"{sv['tolerance']} of the best holdout mAP, with CG's margin. The service uses them "
-        "unless `CCRL_MAX_CLASSES` / `CCRL_MIN_VIDEO_SCORE` (or a request's `max_classes`) say otherwise.",
+        "unless `CCRL_MAX_CLASSES` / `CCRL_MIN_VIDEO_SCORE` (or a request's `max_classes`) "
+        "say otherwise.",
         "",
         "| max_classes | holdout mAP | recall |",
         "|---|---|---|",
