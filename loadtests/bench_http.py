@@ -7,12 +7,12 @@ scorer, with a compiled load generator.
    same thread settings) called in this process on the same video's float32 frames, in a loop from
    1 thread, then from 2;
 2. **http**: ``ccrl serve`` on the serving settings of the deploy files
-   (:data:`service.config.DEPLOY_ENV`) with one worker (``--workers``; the embedded store, since no
-   request writes), loaded by ``hey`` (:mod:`loadtests.hey`) with ``POST /localize`` of one video
-   without ``video_id``: base64-uint8 frames at each concurrency, JSON float frames at the best one,
-   then a paced 70% of the best rate for the tail; base64 again at the deploy files' worker count,
-   for the record (hey's few keep-alive connections land on the workers by chance, so that pass
-   varies from run to run: loadtests/README.md);
+   (:data:`service.config.DEPLOY_ENV`, their 2 workers; ``--workers``; the embedded store, since
+   no request writes), loaded by ``hey`` (:mod:`loadtests.hey`) with ``POST /localize`` of one
+   video without ``video_id``: base64-uint8 frames at each concurrency, JSON float frames at the
+   best one, then a paced 70% of the best rate for the tail; base64 again with one worker, for the
+   HTTP path's cost per core (the service's connections are spread over its workers by the
+   per-connection request cap, ``CCRL_KEEP_ALIVE_REQUESTS``: loadtests/README.md);
 3. **curves**: latency at concurrency 1 against frames per video and against candidate classes
    (the ``classes`` field; capped at the bundle's vocabulary), with the bare latency of each point;
    and the pair-feature cost against the bank size (``bench_features``' synthetic bank and
@@ -246,13 +246,33 @@ def bank_curve(p: Preset, seed: int) -> list[dict[str, Any]]:
 
 
 # ---------------------------------------------------------------------------------------- run
+def _best(http: dict[str, Any]) -> float:
+    """The best base64 throughput of one HTTP pass (videos/s)."""
+    return max(r["throughput"] for r in http["b64"].values())
+
+
+def per_core(res: dict[str, Any]) -> dict[str, float | None]:
+    """The HTTP path's cost per core: one worker ÷ bare from 1 thread, and the main pass ÷ bare
+    from as many threads as it has workers (None where that pass or thread count was not run)."""
+    passes = [res["http"], res.get("http_other_workers")]
+    workers = [res["serving"]["workers"], (res.get("http_other_workers") or {}).get("workers")]
+    one = next((h for h, w in zip(passes, workers, strict=True) if w == 1), None)
+    bare = res["bare"]
+    same = bare.get(f"threads_{res['serving']['workers']}")
+    return {
+        "service_vs_bare_one_worker": _best(one) / bare["threads_1"]["throughput"] if one else None,
+        "service_vs_bare_same_cpus": _best(res["http"]) / same["throughput"] if same else None,
+    }
+
+
 def ratios(res: dict[str, Any]) -> dict[str, float | None]:
-    """The five figures of the issue, from the measurements."""
+    """The five figures of the issue, from the measurements, and :func:`per_core`'s two."""
     http, bare = res["http"], res["bare"]["threads_1"]["throughput"]
     b64 = {int(c): r["throughput"] for c, r in http["b64"].items()}
     best = http["best_concurrency"]
     bank = {row["x"]: row["features_ms"] for row in res["curves"]["bank"]}
     return {
+        **per_core(res),
         "service_vs_bare_throughput": max(b64.values()) / bare,
         "concurrency_scaling": b64[max(b64)] / b64[1],
         "json_vs_binary_throughput": http["json"][str(best)]["throughput"] / b64[best],
@@ -331,7 +351,10 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     )
     ap.add_argument("--preset", choices=sorted(PRESETS), default="quick")
     ap.add_argument(
-        "--workers", type=int, default=1, help="Server workers of the main pass (default 1)."
+        "--workers",
+        type=int,
+        default=int(DEPLOY_ENV["CCRL_WORKERS"]),
+        help="Server workers of the main pass (default: the deploy files', %(default)s).",
     )
     ap.add_argument("--out", type=Path, default=RESULTS, help="Where latest.json and the plots go.")
     ap.add_argument(

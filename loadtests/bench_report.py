@@ -36,6 +36,11 @@ TARGETS = (
         lambda v: v <= 2,
     ),
 )
+# (key, label): the HTTP path's cost per core, reported beside the targets (bench_http.per_core).
+PER_CORE = (
+    ("service_vs_bare_one_worker", "per core: 1 worker ÷ bare from 1 thread"),
+    ("service_vs_bare_same_cpus", "same CPUs: the service's workers ÷ bare from as many threads"),
+)
 PLOTS = {
     "frames": "latency_frames.png",
     "classes": "latency_classes.png",
@@ -56,6 +61,8 @@ def summary_table(res: dict[str, Any]) -> str:
         v = res.get(key)
         mark = "-" if v is None else ("pass" if ok(v) else "**miss**")
         lines.append(f"| {label} | {target} | {_f(v)} | {mark} |")
+    for key, label in PER_CORE:
+        lines.append(f"| {label} | - | {_f(res.get(key))} | |")
     head = "| | videos/s | p50 ms | p99 ms | server CPU ms/request |"
     lines += ["", head, "|---|---|---|---|---|"]
     for label, r in _rows(res):

@@ -101,6 +101,15 @@ class Settings(BaseSettings):
         default=30.0, gt=0, le=3600, description="The body must arrive within this after the head."
     )
     keep_alive_s: float = Field(default=5.0, gt=0, le=600, description="Idle keep-alive timeout.")
+    keep_alive_requests: int = Field(
+        default=100,
+        ge=0,
+        le=1_000_000,
+        description=(
+            "Requests per connection before the answer says Connection: close (0: no limit); the "
+            "client reconnects, to whichever worker is free first, which balances the workers."
+        ),
+    )
     max_connections: int = Field(
         default=1000, ge=1, le=100_000, description="Concurrent connections; 503 beyond them."
     )

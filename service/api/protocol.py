@@ -11,6 +11,12 @@ adds two per connection, on the event loop (timer handles, no task per connectio
   so a body that stops short of its ``Content-Length`` (or trickles) is dropped after it, also
   when the route already answered without reading it.
 
+It also caps the requests of one connection (``CCRL_KEEP_ALIVE_REQUESTS``, as nginx's
+``keepalive_requests``): the last answer carries ``Connection: close``. A keep-alive connection
+stays with the worker that accepted it, so a few long-lived connections (a load generator's, a
+proxy's pool) can pile onto one worker while another idles; reconnecting every N requests lets the
+accept queue hand the new connection to a worker that is waiting for work (loadtests/README.md).
+
 A connection past a deadline gets a JSON 408 (when no answer was started) and is closed; the app
 sees a client disconnect, which it answers quietly (no traceback). Idle keep-alive connections are
 closed by uvicorn's ``timeout_keep_alive``; the connection cap is uvicorn's ``limit_concurrency``.
@@ -42,6 +48,7 @@ class ReadLimits:
     header_timeout_s: float
     body_timeout_s: float
     max_header_bytes: int
+    keep_alive_requests: int = 0
 
 
 @functools.cache
@@ -50,7 +57,9 @@ def process_limits() -> ReadLimits:
     from service.config import Settings
 
     s = Settings()
-    return ReadLimits(s.header_timeout_s, s.body_timeout_s, s.max_header_bytes)
+    return ReadLimits(
+        s.header_timeout_s, s.body_timeout_s, s.max_header_bytes, s.keep_alive_requests
+    )
 
 
 def raw_error(status: int, reason: str, detail: str, code: str) -> bytes:
@@ -64,6 +73,21 @@ def raw_error(status: int, reason: str, detail: str, code: str) -> bytes:
     return head.encode("ascii") + body
 
 
+def _close_after(cycle: Any) -> None:
+    """Make ``cycle``'s answer carry ``Connection: close`` (h11 then closes the connection after
+    it). Set before the cycle's task first runs, so the app is handed the wrapped ``send``."""
+    send = cycle.send
+
+    async def send_closing(message: Any) -> None:
+        if message["type"] == "http.response.start":
+            headers = list(message.get("headers", []))
+            if (b"connection", b"close") not in headers:
+                message = {**message, "headers": [*headers, (b"connection", b"close")]}
+        await send(message)
+
+    cycle.send = send_closing
+
+
 class GuardedH11Protocol(H11Protocol):
     """uvicorn's h11 protocol with the head and body deadlines above."""
 
@@ -73,6 +97,8 @@ class GuardedH11Protocol(H11Protocol):
         self._head_timer: asyncio.TimerHandle | None = None
         self._body_timer: asyncio.TimerHandle | None = None
         self._timed_cycle: object | None = None
+        self._counted_cycle: object | None = None
+        self._requests = 0
 
     # ------------------------------------------------------------------ protocol hooks
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
@@ -84,6 +110,16 @@ class GuardedH11Protocol(H11Protocol):
             self._arm_head()  # the first byte of a request after a keep-alive pause
         super().data_received(data)
         self._track()
+
+    def handle_events(self) -> None:
+        super().handle_events()
+        cycle = self.cycle
+        if cycle is not None and cycle is not self._counted_cycle:
+            self._counted_cycle = cycle
+            self._requests += 1
+            cap = self.limits.keep_alive_requests
+            if cap and self._requests >= cap:
+                _close_after(cycle)
 
     def on_response_complete(self) -> None:
         super().on_response_complete()

@@ -54,4 +54,4 @@ def test_bench_http_tiny_writes_results_and_tables(tiny_bundle: Path, tmp_path: 
     text = readme.read_text()
     assert "old" not in text and "| service ÷ bare throughput | >= 0.85 |" in text
     assert text.startswith("x\n") and text.endswith("<!-- /bench:summary -->\ny\n")
-    assert res["serving"]["workers"] == 1
+    assert res["serving"]["workers"] == 2  # the deploy files' workers

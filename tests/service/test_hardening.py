@@ -30,6 +30,7 @@ LIMITS = {
     "CCRL_KEEP_ALIVE_S": "1",
     "CCRL_MAX_HEADER_BYTES": "8192",
     "CCRL_MAX_HEADERS": "24",
+    "CCRL_KEEP_ALIVE_REQUESTS": "3",
 }
 
 
@@ -291,6 +292,34 @@ def test_idle_keep_alive_connections_are_closed(server: CcrlServe) -> None:
     s.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
     raw = _read_until_closed(s)  # the answer, then the close once the connection idles
     assert raw.startswith(b"HTTP/1.1 200 ") and raw.endswith(b'{"status":"ok"}')
+
+
+def _read_answer(sock: socket.socket) -> tuple[bytes, bytes]:
+    """One whole answer (head, body) of a keep-alive connection, by its Content-Length."""
+    raw = b""
+    while b"\r\n\r\n" not in raw:
+        chunk = sock.recv(65536)
+        assert chunk, f"the server closed the connection mid-answer; got {raw[:200]!r}"
+        raw += chunk
+    head, _, body = raw.partition(b"\r\n\r\n")
+    length = int(next(ln.split(b":")[1] for ln in head.split(b"\r\n") if b"content-length" in ln))
+    while len(body) < length:
+        body += sock.recv(65536)
+    return head.lower(), body
+
+
+def test_a_connection_is_closed_after_its_request_cap(server: CcrlServe) -> None:
+    s = server.connect()
+    heads = []
+    for _ in range(3):  # CCRL_KEEP_ALIVE_REQUESTS=3
+        s.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+        head, body = _read_answer(s)
+        assert head.startswith(b"http/1.1 200 ") and body == b'{"status":"ok"}'
+        heads.append(head)
+    assert [b"connection: close" in h for h in heads] == [False, False, True]
+    t0 = time.monotonic()
+    assert _read_until_closed(s) == b""  # closed after the third answer, not by the idle timer
+    assert time.monotonic() - t0 < 0.9
 
 
 def test_slow_and_vanishing_clients_leave_the_server_answering_and_its_log_quiet(
