@@ -54,6 +54,11 @@ VARIANTS: dict[str, tuple[dict[str, str], int]] = {
         1,
     ),
     "tuned, 2 workers": ({}, 2),
+    "2 workers, no request cap per connection": ({"CCRL_KEEP_ALIVE_REQUESTS": "0"}, 2),
+    "1 worker, thread pool, 2 scoring slots": (
+        {"CCRL_SCORE_ON_LOOP": "false", "CCRL_MAX_CONCURRENT_SCORING": "2"},
+        1,
+    ),
 }
 
 
