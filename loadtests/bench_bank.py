@@ -12,7 +12,8 @@ one is given) and D dims (the bundle's embedding dim; 1,152 for the shape bundle
 3. starts two ``ccrl serve`` replicas on a private ``redis-server`` (the first seeds the bank, the
    second loads it; both timed to ``/readyz`` ready), times ``POST /classes/{c}/labels`` on the
    first and how long until the second's ``/readyz`` shows the new bank version, and
-   ``/localize`` p99 on the second, idle and during a burst of writes to the first;
+   ``/localize`` p99 on the second (hey, concurrency 1), idle and while hey writes labels to the
+   first: paced at ``--write-rate`` (default 50 writes/s) and as fast as it answers;
 4. reports Redis's memory for the bank (``INFO memory``, per 1,000 entries).
 
 It prints one table per size, then the ratios big / small, and writes everything to
@@ -31,9 +32,9 @@ import shutil
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -184,18 +185,25 @@ def bench_redis_store(url: str, bank: Any, writes: int, labels: int, seed: int) 
 
 
 # ------------------------------------------------------------------------------ the service
+@dataclass(frozen=True)
+class LocalizeOpts:
+    """The ``/localize``-during-writes phase: seconds per run, and the paced write rate."""
+
+    seconds: float
+    write_rate: float
+
+
 def bench_service(
-    bundle: Path, url: str, writes: int, labels: int, localizes: int, seed: int
+    bundle: Path, url: str, writes: int, labels: int, opts: LocalizeOpts, seed: int
 ) -> dict[str, Any]:
     """Two ``ccrl serve`` replicas on Redis: start-up, HTTP label writes, visibility, /localize."""
     import httpx
 
     from loadtests.bench_service import running_server
-    from loadtests.payloads import encode_json, labels_body, localize_body, random_videos
+    from loadtests.payloads import encode_json, labels_body, random_videos
 
     num_classes, _ = bundle_shape(bundle)
     videos = random_videos(8, min_frames=150, max_frames=300, seed=seed, prefix="bank")
-    bodies = [encode_json(localize_body(v, "b64")) for v in videos]
     rng = np.random.default_rng(seed)
     env = {"CCRL_API_TOKEN": TOKEN, "CCRL_BANK_POLL_INTERVAL_S": "1.0"}
     auth = {"Authorization": f"Bearer {TOKEN}", "Content-Type": "application/json"}
@@ -232,40 +240,57 @@ def bench_service(
                     vis.append(time.perf_counter() - t + dt)
                     lat.append(dt)
                 out["write"], out["visible"] = lat, vis
-                out["localize_idle"] = _localize(hb, ub, bodies, localizes)
-                stop = threading.Event()
-                burst: list[float] = []
-
-                def writer() -> None:
-                    i = writes
-                    while not stop.is_set():
-                        burst.append(write(i)[0])
-                        i += 1
-
-                t = threading.Thread(target=writer)
-                t.start()
-                try:
-                    out["localize_writes"] = _localize(hb, ub, bodies, localizes)
-                finally:
-                    stop.set()
-                    t.join()
-                out["burst_writes"] = len(burst)
+            out.update(localize_under_writes(ua, ub, videos[0], num_classes, labels, opts))
     return out
 
 
-def _localize(client: Any, url: str, bodies: list[bytes], n: int) -> list[float]:
-    headers = {"Content-Type": "application/json"}
-    for b in bodies[:2]:  # warm up
-        client.post(f"{url}/localize", content=b, headers=headers).raise_for_status()
-    out = []
-    for i in range(n):
-        dt, r = timed(
-            lambda i=i: client.post(
-                f"{url}/localize", content=bodies[i % len(bodies)], headers=headers
+def _write_bodies(folder: Path, video: Any, labels: int) -> list[Path]:
+    """Two label bodies for the same segments of ``video`` and class: all positive, all negative
+    (posted in turn, every write relabels them: a real change of the bank each time)."""
+    from loadtests.payloads import encode_json, labels_body
+
+    paths = []
+    for mark in (1, 0):
+        body = labels_body(video, [(5 * j, mark) for j in range(labels)])
+        body["video_id"] = f"burst-{video.id}"
+        path = folder / f"labels-{mark}.json"
+        path.write_bytes(encode_json(body))
+        paths.append(path)
+    return paths
+
+
+def localize_under_writes(
+    ua: str, ub: str, video: Any, num_classes: int, labels: int, opts: LocalizeOpts
+) -> dict[str, Any]:
+    """``/localize`` on replica B at concurrency 1 (hey), idle, then while hey writes labels to
+    replica A: paced at ``opts.write_rate`` writes/s, and as fast as A answers (for the record).
+    Every client is a compiled process of its own, so no client shares a GIL with another."""
+    from loadtests.hey import PacedLoad, run_hey
+    from loadtests.payloads import encode_json, localize_body
+
+    out: dict[str, Any] = {}
+    auth = {"Authorization": f"Bearer {TOKEN}"}
+    with tempfile.TemporaryDirectory(prefix="bench-bank-hey-") as tmp:
+        folder = Path(tmp)
+        body = folder / "localize.json"
+        body.write_bytes(encode_json(localize_body(video, "b64")))
+        writes = _write_bodies(folder, video, labels)
+        target = f"{ub}/localize"
+        run_hey(target, body, concurrency=1, seconds=1.0)  # warm up
+        out["localize_idle"] = asdict(run_hey(target, body, concurrency=1, seconds=opts.seconds))
+        for name, rate in (("localize_writes", opts.write_rate), ("localize_flat_out", None)):
+            load = PacedLoad(
+                f"{ua}/classes/{num_classes // 2}/labels",
+                writes,
+                rate=rate,
+                seconds=opts.seconds + 1.0,
+                headers=auth,
             )
-        )
-        r.raise_for_status()
-        out.append(dt)
+            with load:
+                time.sleep(0.5)
+                r = run_hey(target, body, concurrency=1, seconds=opts.seconds)
+            out[name] = asdict(r)
+            out[f"{name}_writer"] = asdict(load.result) if load.result else None
     return out
 
 
@@ -356,16 +381,24 @@ def bench_size(
     del bank
     if not args.no_service:
         srv.flush()
-        sv = bench_service(new, srv.url, args.writes, args.labels, args.localizes, args.seed)
+        opts = LocalizeOpts(args.localize_s, args.write_rate)
+        sv = bench_service(new, srv.url, args.writes, args.labels, opts, args.seed)
         r["startup_seed_s"], r["startup_load_s"] = sv["startup_seed_s"], sv["startup_load_s"]
         r["http_write_p50_ms"], r["http_write_p99_ms"] = pct(sv["write"], 50), pct(sv["write"], 99)
         r["http_visible_p50_ms"] = pct(sv["visible"], 50)
         r["http_visible_p99_ms"] = pct(sv["visible"], 99)
-        r["localize_p50_idle_ms"] = pct(sv["localize_idle"], 50)
-        r["localize_p99_idle_ms"] = pct(sv["localize_idle"], 99)
-        r["localize_p99_writes_ms"] = pct(sv["localize_writes"], 99)
-        r["localize_writes_over_idle"] = r["localize_p99_writes_ms"] / r["localize_p99_idle_ms"]
-        r["burst_writes"] = sv["burst_writes"]
+        idle, busy, flat = sv["localize_idle"], sv["localize_writes"], sv["localize_flat_out"]
+        r["localize_p50_idle_ms"], r["localize_p99_idle_ms"] = idle["p50_ms"], idle["p99_ms"]
+        r["localize_p50_writes_ms"], r["localize_p99_writes_ms"] = busy["p50_ms"], busy["p99_ms"]
+        r["localize_p99_flat_out_ms"] = flat["p99_ms"]
+        r["localize_writes_over_idle"] = busy["p99_ms"] / idle["p99_ms"]
+        r["localize_flat_out_over_idle"] = flat["p99_ms"] / idle["p99_ms"]
+        paced, unpaced = sv["localize_writes_writer"], sv["localize_flat_out_writer"]
+        r["burst_write_rate"] = args.write_rate
+        r["burst_writes"] = paced["ok"] if paced else 0
+        r["burst_writes_per_s"] = paced["throughput"] if paced else 0.0
+        r["flat_out_writes_per_s"] = unpaced["throughput"] if unpaced else 0.0
+        r["burst_write_errors"] = (paced or {}).get("errors", 0) + (unpaced or {}).get("errors", 0)
     shutil.rmtree(new, ignore_errors=True)
     return r
 
@@ -385,7 +418,10 @@ ROWS = (
     ("http_visible_p99_ms", "other replica sees it, p99, HTTP (ms)"),
     ("localize_p50_idle_ms", "/localize p50, no writes (ms)"),
     ("localize_p99_idle_ms", "/localize p99, no writes (ms)"),
-    ("localize_p99_writes_ms", "/localize p99, during writes (ms)"),
+    ("localize_p99_writes_ms", "/localize p99, during paced writes (ms)"),
+    ("localize_p99_flat_out_ms", "/localize p99, during flat-out writes (ms)"),
+    ("burst_writes_per_s", "paced writes answered per s"),
+    ("flat_out_writes_per_s", "flat-out writes answered per s"),
     ("redis_mb_per_1k", "Redis memory per 1,000 entries (MB)"),
 )
 
@@ -402,11 +438,12 @@ def format_table(big: dict[str, Any], small: dict[str, Any]) -> str:
         a, b = big[key], small[key]
         ratio = a / b if b else float("nan")
         lines.append(f"| {label} | {a:.3f} | {b:.3f} | {ratio:.2f} |")
-    if "localize_writes_over_idle" in big:
-        lines.append(
-            f"| /localize p99 during writes / idle | {big['localize_writes_over_idle']:.2f} | "
-            f"{small['localize_writes_over_idle']:.2f} | |"
-        )
+    for key, label in (
+        ("localize_writes_over_idle", "/localize p99 during paced writes / idle"),
+        ("localize_flat_out_over_idle", "/localize p99 during flat-out writes / idle"),
+    ):
+        if key in big:
+            lines.append(f"| {label} | {big[key]:.2f} | {small[key]:.2f} | |")
     return "\n".join(lines)
 
 
@@ -418,7 +455,15 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     ap.add_argument("--classes", type=int, default=3_862, help="C of the shape bundle")
     ap.add_argument("--writes", type=int, default=200, help="label writes timed per phase")
     ap.add_argument("--labels", type=int, default=5, help="segments per label write")
-    ap.add_argument("--localizes", type=int, default=200, help="/localize calls per phase")
+    ap.add_argument(
+        "--localize-s", type=float, default=8.0, help="seconds of /localize load per phase"
+    )
+    ap.add_argument(
+        "--write-rate",
+        type=float,
+        default=50.0,
+        help="label writes/s of the paced burst (each of --labels segments)",
+    )
     ap.add_argument("--no-service", action="store_true", help="skip the ccrl serve phases")
     ap.add_argument("--json-out", type=Path, default=RESULTS)
     ap.add_argument("--seed", type=int, default=0)

@@ -92,7 +92,7 @@ def summarize(
     rt: F64, offset: F64, status: npt.NDArray[np.int64], *, concurrency: int, rate: float | None
 ) -> LoadResult:
     """Throughput and latency percentiles of the requests (see :func:`read_csv`)."""
-    good = status == 200
+    good = (status >= 200) & (status < 300)
     seconds = float((offset + rt).max() - offset.min()) if rt.size else 0.0
     ms = rt[good] * 1000.0
     p50, p90, p99, top = (
@@ -113,10 +113,20 @@ def summarize(
     )
 
 
-def _command(url: str, body: Path, *, workers: int, seconds: float, qps: float | None) -> list[str]:
+def _command(
+    url: str,
+    body: Path,
+    *,
+    workers: int,
+    seconds: float,
+    qps: float | None,
+    headers: dict[str, str] | None = None,
+) -> list[str]:
     cmd = [hey_path(), "-z", f"{seconds:g}s", "-c", str(workers), "-t", "20"]
     if qps is not None:
         cmd += ["-q", f"{qps:.3f}"]
+    for name, value in (headers or {}).items():
+        cmd += ["-H", f"{name}: {value}"]
     return [*cmd, "-m", "POST", "-T", "application/json", "-D", str(body), "-o", "csv", url]
 
 
@@ -126,13 +136,20 @@ def _children_cpu() -> float:
 
 
 def run_hey(
-    url: str, body: Path, *, concurrency: int, seconds: float, server_pid: int | None = None
+    url: str,
+    body: Path,
+    *,
+    concurrency: int,
+    seconds: float,
+    server_pid: int | None = None,
+    headers: dict[str, str] | None = None,
 ) -> LoadResult:
     """POST ``body`` (a file of JSON) to ``url`` for ``seconds`` from ``concurrency`` workers.
 
     ``server_pid``: also measure that process's CPU time (and its children's) during the run.
+    ``headers``: extra request headers (e.g. ``Authorization``).
     """
-    cmd = _command(url, body, workers=concurrency, seconds=seconds, qps=None)
+    cmd = _command(url, body, workers=concurrency, seconds=seconds, qps=None, headers=headers)
     server0, client0 = cpu_seconds(server_pid) if server_pid else 0.0, _children_cpu()
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=seconds + 60, check=False)
     client1 = _children_cpu()
@@ -147,29 +164,68 @@ def run_hey(
     return result
 
 
+class PacedLoad:
+    """``bodies`` POSTed to ``url`` in the background, one one-worker hey process per body, started
+    ``1 / rate`` s apart: at ``rate`` requests/s in all (each process ``rate / len(bodies)``), or
+    as fast as answered when ``rate`` is None. A context manager: the processes start on entry;
+    on exit they are waited for and :attr:`result` summarizes every answer."""
+
+    def __init__(
+        self,
+        url: str,
+        bodies: list[Path],
+        *,
+        rate: float | None,
+        seconds: float,
+        headers: dict[str, str] | None = None,
+    ) -> None:
+        if (rate is not None and rate <= 0) or not bodies:
+            raise ValueError(f"need rate > 0 (or None) and a body, got {rate}, {len(bodies)}")
+        self.url, self.bodies, self.rate, self.seconds = url, bodies, rate, seconds
+        self.headers = headers
+        self.result: LoadResult | None = None
+        self._procs: list[subprocess.Popen[bytes]] = []
+        self._starts: list[float] = []
+
+    def __enter__(self) -> PacedLoad:
+        qps = None if self.rate is None else self.rate / len(self.bodies)
+        self._client0 = _children_cpu()
+        t0 = time.perf_counter()
+        gap = 1.0 / self.rate if self.rate else 0.0
+        for body in self.bodies:
+            cmd = _command(
+                self.url, body, workers=1, seconds=self.seconds, qps=qps, headers=self.headers
+            )
+            self._starts.append(time.perf_counter() - t0)
+            self._procs.append(
+                subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+            )
+            time.sleep(gap)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        parts = []
+        for proc, start in zip(self._procs, self._starts, strict=True):
+            out, err = proc.communicate(timeout=self.seconds + 60)
+            if proc.returncode != 0:
+                raise RuntimeError(f"hey exited with {proc.returncode}: {err.decode()[-2000:]}")
+            rt, offset, status = read_csv(out.decode())
+            parts.append((rt, offset + start, status))
+        rt, offset, status = (np.concatenate([p[i] for p in parts]) for i in range(3))
+        result = summarize(rt, offset, status, concurrency=len(self.bodies), rate=self.rate)
+        result.client_cpu_s = _children_cpu() - self._client0
+        if result.ok == 0 and exc[0] is None:
+            raise RuntimeError(f"hey got no 2xx answer from {self.url}")
+        self.result = result
+
+
 def run_paced(url: str, body: Path, *, rate: float, streams: int, seconds: float) -> LoadResult:
     """Offer ``rate`` requests/s for ``seconds``: ``streams`` one-worker hey processes at
     ``rate / streams`` each, started ``1 / rate`` s apart (at most ``streams`` in flight)."""
     if rate <= 0 or streams < 1:
         raise ValueError(f"need rate > 0 and streams >= 1, got {rate}, {streams}")
-    cmd = _command(url, body, workers=1, seconds=seconds, qps=rate / streams)
-    client0 = _children_cpu()
-    procs, starts = [], []
-    t0 = time.perf_counter()
-    for _ in range(streams):
-        starts.append(time.perf_counter() - t0)
-        procs.append(subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE))
-        time.sleep(1.0 / rate)
-    parts = []
-    for proc, start in zip(procs, starts, strict=True):
-        out, err = proc.communicate(timeout=seconds + 60)
-        if proc.returncode != 0:
-            raise RuntimeError(f"hey exited with {proc.returncode}: {err.decode()[-2000:]}")
-        rt, offset, status = read_csv(out.decode())
-        parts.append((rt, offset + start, status))
-    rt, offset, status = (np.concatenate([p[i] for p in parts]) for i in range(3))
-    result = summarize(rt, offset, status, concurrency=streams, rate=rate)
-    result.client_cpu_s = _children_cpu() - client0
-    if result.ok == 0:
-        raise RuntimeError(f"hey got no 200 answer from {url}")
-    return result
+    load = PacedLoad(url, [body] * streams, rate=rate, seconds=seconds)
+    with load:
+        pass
+    assert load.result is not None
+    return load.result
