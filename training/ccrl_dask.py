@@ -31,6 +31,7 @@ the record are made by the same code; the cross-fitted holdout mAPs are close, n
 from __future__ import annotations
 
 import itertools
+import logging
 import operator
 import threading
 from pathlib import Path
@@ -57,6 +58,13 @@ if TYPE_CHECKING:
 
 F32 = npt.NDArray[np.float32]
 I64 = npt.NDArray[np.int64]
+
+log = logging.getLogger(__name__)
+
+TRAIN_ATTEMPTS = 3
+"""Tries of one ``xgboost.dask.train``: its workers' collective can fail on a socket (a worker
+paused or slow to connect: "Connect protocol failed", "recv Interrupted system call"); a retry
+trains the same booster (the same rows, parameters and seed)."""
 
 _LOCK = threading.Lock()
 _RUNNERS: dict[str, CandidateRunner] = {}
@@ -246,7 +254,14 @@ class DaskFitter:
             enable_categorical=True,
             missing=np.nan,
         )
-        out = dxgb.train(self.client, params, dm, num_boost_round=int(rounds))
+        for attempt in range(1, TRAIN_ATTEMPTS + 1):
+            try:
+                out = dxgb.train(self.client, params, dm, num_boost_round=int(rounds))
+                break
+            except xgb.core.XGBoostError as e:  # the workers' collective (sockets), not the data
+                if attempt == TRAIN_ATTEMPTS:
+                    raise
+                log.warning("xgboost.dask.train failed (%s); attempt %d", str(e)[:200], attempt + 1)
         del held
         booster: xgb.Booster = out["booster"]
         return booster

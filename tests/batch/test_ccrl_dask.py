@@ -14,6 +14,7 @@ family) and 60 rounds to keep the test short; the rules are the full run's.
 from __future__ import annotations
 
 import dataclasses
+import itertools
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -83,8 +84,8 @@ def test_class_parts_cut_only_between_classes() -> None:
     cls = np.repeat(np.arange(4), [2, 5, 3, 2])  # 12 rows, classes start at 0, 2, 7, 10
     parts = class_parts(cls, 2)
     assert parts[0][0] == 0 and parts[-1][1] == 12
-    assert all(b == c for (_, b), (c, _) in zip(parts[:-1], parts[1:], strict=True))
-    for a, b in parts:  # no class on both sides of a cut
+    assert all(b == c for (_, b), (c, _) in itertools.pairwise(parts))
+    for a, _ in parts:  # no class on both sides of a cut
         assert a == 0 or cls[a] != cls[a - 1]
     assert parts == [(0, 7), (7, 12)]  # the class boundary nearest 6 rows
     assert class_parts(np.zeros(4, np.int64), 3) == [(0, 4)]  # one class: one part
@@ -111,6 +112,45 @@ def test_dask_fitter_trains_the_local_boosters(cluster: Any) -> None:
         dask = oof_curve(x, y, cls, list(tok), fold, params, 30, fitter=fitter)
         np.testing.assert_allclose(dask.scores, local.scores, atol=1e-5)
         assert dask.maps == pytest.approx(local.maps, abs=1e-6)
+
+
+def test_dask_fitter_retries_a_failed_collective(
+    cluster: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A socket failure of the workers' collective is retried (the same booster), up to
+    ``TRAIN_ATTEMPTS`` times; the last failure is raised."""
+    import xgboost as xgb
+    from xgboost import dask as dxgb
+
+    from tests.training.test_objectives import _pairs
+    from training.ccrl import PairSet
+    from training.ccrl_dask import TRAIN_ATTEMPTS, DaskFitter
+    from training.crossfit import dmatrix
+    from training.objectives import objective_params
+
+    x, y, cls, vid, _ = _pairs(10)
+    fitter = DaskFitter(cluster, PairSet(x, y, vid, cls, np.zeros(len(y), np.int64)))
+    params = objective_params(_small_config().params(_small_config().grid[0], 0), "rank:pairwise")
+    rows = np.arange(len(y), dtype=np.int64)
+    ref = fitter(rows, params, 5)
+    real, calls = dxgb.train, []
+
+    def flaky(*a: Any, fail: int, **kw: Any) -> Any:
+        calls.append(1)
+        if len(calls) <= fail:
+            raise xgb.core.XGBoostError("[comm.cc:409]: Failed to shutdown. recv Interrupted")
+        return real(*a, **kw)
+
+    monkeypatch.setattr(dxgb, "train", lambda *a, **kw: flaky(*a, fail=TRAIN_ATTEMPTS - 1, **kw))
+    again = fitter(rows, params, 5)
+    assert len(calls) == TRAIN_ATTEMPTS
+    d, _ = dmatrix(x)
+    np.testing.assert_array_equal(again.predict(d), ref.predict(d))
+    calls.clear()
+    monkeypatch.setattr(dxgb, "train", lambda *a, **kw: flaky(*a, fail=TRAIN_ATTEMPTS, **kw))
+    with pytest.raises(xgb.core.XGBoostError):
+        fitter(rows, params, 5)
+    assert len(calls) == TRAIN_ATTEMPTS
 
 
 def test_dask_stage_makes_the_one_process_choices(stage_inputs: Any, cluster: Any) -> None:
