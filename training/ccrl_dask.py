@@ -196,6 +196,15 @@ def class_parts(class_ids: I64, parts: int) -> list[tuple[int, int]]:
     return [(a, b) for a, b in itertools.pairwise(cuts) if b > a]
 
 
+def ranked_workers(client: Any) -> list[str]:
+    """The workers' addresses in the order of their ``xgboost.dask`` ranks (xgboost ranks the
+    workers by the task id ``[xgboost.dask-NAME]:ADDRESS`` as a string)."""
+    info = client.scheduler_info()["workers"]
+    if not info:
+        raise RuntimeError("the Dask cluster has no workers")
+    return sorted(info, key=lambda a: f"[xgboost.dask-{info[a].get('name')}]:{a}")
+
+
 def _take(part: tuple[F32, F32, I64], keep: npt.NDArray[np.bool_]) -> tuple[F32, F32, I64]:
     return part[0][keep], part[1][keep], part[2][keep]
 
@@ -205,9 +214,11 @@ class DaskFitter:
     selected rows of the rated pairs.
 
     The pairs are sorted by class (stable), cut at class boundaries into one part per worker
-    (:func:`class_parts`) and scattered once; a fit selects its rows on the workers and trains a
-    ``DaskDMatrix`` of them, with ``qid`` = the class for a ranking objective (each part is sorted
-    by class and no class spans two parts: every query group lives on one worker, whole).
+    (:func:`class_parts`) and scattered once, part i to the worker of xgboost rank i
+    (:func:`ranked_workers`: the same cluster trains the same boosters run after run); a fit
+    selects its rows on the workers and trains a ``DaskDMatrix`` of them, with ``qid`` = the
+    class for a ranking objective (each part is sorted by class and no class spans two parts:
+    every query group lives on one worker, whole).
     """
 
     def __init__(self, client: Any, pairs: PairSet, parts: int | None = None) -> None:
@@ -217,11 +228,17 @@ class DaskFitter:
         self.pos = np.empty(n, np.int64)
         self.pos[order] = np.arange(n)  # input row -> its position in the class-sorted order
         cls = pairs.class_ids[order]
-        k = parts or max(1, len(client.scheduler_info()["workers"]))
-        self.ranges = class_parts(cls, k)
+        self.workers = ranked_workers(client)
+        self.ranges = class_parts(cls, parts or len(self.workers))
         x, y = pairs.x[order], pairs.y[order]
-        self.parts = client.scatter([(x[a:b], y[a:b], cls[a:b]) for a, b in self.ranges])
+        self.parts = [  # a list of one (x, y, class) tuple: scatter sends it as one piece
+            client.scatter([(x[a:b], y[a:b], cls[a:b])], workers=[self._worker(i)], hash=False)[0]
+            for i, (a, b) in enumerate(self.ranges)
+        ]
         self.n = n
+
+    def _worker(self, part: int) -> str:
+        return self.workers[part % len(self.workers)]
 
     def __call__(self, rows: I64, params: dict[str, Any], rounds: int) -> xgb.Booster:
         import dask
@@ -232,12 +249,12 @@ class DaskFitter:
         keep[self.pos[rows]] = True
         nf = len(FEATURE_NAMES)
         xs, ys, qs, held = [], [], [], []
-        for (a, b), part in zip(self.ranges, self.parts, strict=True):
+        for i, ((a, b), part) in enumerate(zip(self.ranges, self.parts, strict=True)):
             m = keep[a:b]
             n = int(m.sum())
             if not n:
                 continue
-            sub = self.client.submit(_take, part, m, pure=False)
+            sub = self.client.submit(_take, part, m, workers=[self._worker(i)], pure=False)
             held.append(sub)
             get = dask.delayed(operator.getitem)
             xs.append(da.from_delayed(get(sub, 0), (n, nf), np.float32))

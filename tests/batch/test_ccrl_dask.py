@@ -114,6 +114,41 @@ def test_dask_fitter_trains_the_local_boosters(cluster: Any) -> None:
         assert dask.maps == pytest.approx(local.maps, abs=1e-6)
 
 
+def test_dask_fitter_is_reproducible_across_clusters(cluster: Any) -> None:
+    """With the default row and column subsampling, a second 2-worker cluster trains the same
+    boosters (part i on the worker of xgboost rank i: the same rows meet the same draws)."""
+    from distributed import Client, LocalCluster
+
+    from tests.training.test_objectives import _pairs
+    from training.ccrl import CcrlConfig, PairSet
+    from training.ccrl_dask import DaskFitter
+    from training.crossfit import dmatrix
+    from training.objectives import objective_params
+
+    x, y, cls, vid, _ = _pairs(30)
+    pairs = PairSet(x, y, vid, cls, np.zeros(len(y), np.int64))
+    cfg = CcrlConfig(nthread=1)  # subsample and colsample_bytree 0.9
+    rows = np.flatnonzero(vid % 5 != 0)
+
+    def predictions(client: Any) -> np.ndarray:
+        fitter = DaskFitter(client, pairs)
+        d, _ = dmatrix(x)
+        return np.concatenate(
+            [
+                fitter(rows, objective_params(cfg.params(cfg.grid[0], 0), o), 20).predict(d)
+                for o in ("binary:logistic", "rank:pairwise")
+            ]
+        )
+
+    first = predictions(cluster)
+    with (
+        LocalCluster(n_workers=2, threads_per_worker=1, dashboard_address=None) as lc,
+        Client(lc) as other,
+    ):
+        second = predictions(other)
+    np.testing.assert_array_equal(first, second)
+
+
 def test_dask_fitter_retries_a_failed_collective(
     cluster: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
