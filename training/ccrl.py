@@ -435,6 +435,7 @@ def train_ccrl_crossfit(
     cfg: CcrlConfig | None = None,
     *,
     seed: int = 0,
+    fitter: Any = None,
 ) -> tuple[CcrlModel, Any]:
     """Train the pairwise GBM with the objective, parameters and rounds chosen on cross-fitted
     holdout scores (:mod:`training.objectives`), then refit on all pairs.
@@ -443,16 +444,19 @@ def train_ccrl_crossfit(
         pairs: the rated pairs of ``validate/`` with leakage-free features.
         fold_video: int64 [V], the cross-fitting fold of each video (index = ``pairs.video``).
         tokens: [N] segment ids of the pairs.
+        fitter: where every booster is trained, the refit too (a
+            :data:`training.crossfit.Fitter` bound to ``pairs``; default: this process).
 
     Returns:
         (the model, whose ``holdout_scores`` are the cross-fitted scores of every pair; the
         :class:`training.objectives.GbmChoice` with every candidate's cross-fitted mAP).
     """
-    from training.crossfit import fit
+    from training.crossfit import LocalFitter
     from training.objectives import select_gbm
 
     cfg = cfg or CcrlConfig()
     t0 = time.perf_counter()
+    fitter = fitter or LocalFitter(pairs.x, pairs.y, pairs.class_ids)
     choice = select_gbm(
         pairs.x,
         pairs.y,
@@ -463,8 +467,9 @@ def train_ccrl_crossfit(
         cfg.grid,
         objectives=cfg.objectives,
         max_rounds=cfg.max_rounds,
+        fitter=fitter,
     )
-    final = fit(pairs.x, pairs.y, pairs.class_ids, choice.params, choice.rounds)
+    final = fitter(np.arange(len(pairs), dtype=np.int64), choice.params, choice.rounds)
     gain = {k: float(v) for k, v in final.get_score(importance_type="total_gain").items()}  # type: ignore[arg-type]
     importance = {k: round(v, 3) for k, v in sorted(gain.items(), key=lambda kv: -kv[1])}
     model = CcrlModel(

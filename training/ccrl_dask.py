@@ -1,48 +1,70 @@
-"""CCRL's GBM on Dask: ``ccrl train ... --workers N | --scheduler ADDRESS``.
+"""CCRL's features and GBM on Dask: ``ccrl train ... --workers N | --scheduler ADDRESS``.
 
-The same protocol and settings as :func:`training.ccrl.train_ccrl` (the grid of
-:class:`training.ccrl.CcrlConfig`, early stopping on the 10% holdout videos, refit on every rated
-pair), with the work on the workers:
+The same feature sets, the same choices and the same rules as one process
+(:mod:`training.stages.ccrl_select`: the generator and the similarity-feature embedding, then the
+objective, parameters and rounds of the GBM, all on cross-fitted holdout scores), with the work on
+the workers:
 
 1. the generator's outputs on ``validate/``: one task per chunk of records (``batch.plan``), kept
-   on the workers;
-2. the bank: each chunk's labelled segment embeddings (:func:`training.ccrl.rated_entries`),
-   gathered in reading order into the same bank as the single-node stage builds;
+   on the workers, with the segments' mean frames as a second embedding for the generators whose
+   own embedding is not mean frames (:func:`training.stages.ccrl_select.embeddings_of`);
+2. for every embedding, the bank: each chunk's labelled segment embeddings
+   (:func:`training.ccrl.rated_entries`), gathered in reading order into the same bank as the
+   one-process stage builds, and broadcast back;
 3. the rated pairs' features on the workers (:func:`training.ccrl.rated_pairs`, i.e.
-   ``service/features.py``), one partition per chunk, split by holdout video there;
-4. ``xgboost.dask.train`` on the partitioned pair matrix for every grid entry, its prediction
-   on the holdout partitions for its mAP, and the refit on all partitions.
+   ``service/features.py``), one partition per chunk;
+4. every booster of the selection (each fold of each candidate, and the refit on all pairs) with
+   ``xgboost.dask.train`` (:class:`DaskFitter`): the pairs sorted by class and cut at class
+   boundaries into one part per worker, so that a query group of a ranking objective (``qid``: the
+   class) is never split between workers.
 
-The rated pairs (a few floats per rated segment) come back to the driver at the end, because the
-later stages (the ensemble choice) read them, as they read the single-node stage's.
+The outputs and the rated pairs (a few floats per rated segment) come back to the driver, because
+the choices (the metric on the cross-fitted scores) and the later stages (candidate generation,
+the ensemble, the new classes) read them, as they read the one-process stage's.
+
+Parity with one process: the features and the banks are the same arrays; the boosters are not
+bit-identical, because distributed ``hist`` training merges per-worker quantile sketches (other
+bin cut points) and each worker draws its own ``subsample`` / ``colsample`` rows. The choices and
+the record are made by the same code; the cross-fitted holdout mAPs are close, not equal.
 """
 
 from __future__ import annotations
 
+import itertools
+import logging
 import operator
 import threading
-import time
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import numpy.typing as npt
 import xgboost as xgb
 
 from service.features import FEATURE_NAMES, FEATURE_TYPES
-from training.ccrl import (
-    CandidateRunner,
-    CcrlConfig,
-    CcrlModel,
-    PairSet,
-    VideoOutputs,
-    pairs_map,
-    rated_entries,
-    rated_pairs,
+from training.ccrl import CandidateRunner, PairSet, VideoOutputs, rated_entries, rated_pairs
+from training.crossfit import is_ranking
+from training.stages.ccrl_select import (
+    FeatureSet,
+    embeddings_of,
+    own_embedding,
+    pair_tokens,
+    segment_means,
 )
 
+if TYPE_CHECKING:
+    from training.stages.run import TrainRun
+    from training.stages.validate import Validate
+
 F32 = npt.NDArray[np.float32]
+I64 = npt.NDArray[np.int64]
+
+log = logging.getLogger(__name__)
+
+TRAIN_ATTEMPTS = 3
+"""Tries of one ``xgboost.dask.train``: its workers' collective can fail on a socket (a worker
+paused or slow to connect: "Connect protocol failed", "recv Interrupted system call"); a retry
+trains the same booster (the same rows, parameters and seed)."""
 
 _LOCK = threading.Lock()
 _RUNNERS: dict[str, CandidateRunner] = {}
@@ -56,11 +78,21 @@ def _runner(graph: str) -> CandidateRunner:
         return _RUNNERS[graph]
 
 
-def outputs_task(chunk: Any, graph: str) -> list[VideoOutputs]:
-    """The generator's outputs (and in-range ratings) of a chunk's videos."""
+def outputs_task(
+    chunk: Any, graph: str, embeddings: tuple[str, ...], own: str
+) -> dict[str, list[VideoOutputs]]:
+    """The generator's outputs (and in-range ratings) of a chunk's videos, per embedding: its own
+    (``own``), and ``frames`` (the segments' mean frames) when asked for and not its own."""
+    from dataclasses import replace
+
     from batch.plan import read_chunk
 
-    return [_runner(graph)(v) for v in read_chunk(chunk)]
+    out: dict[str, list[VideoOutputs]] = {e: [] for e in embeddings}
+    for v in read_chunk(chunk):
+        o = _runner(graph)(v)
+        for e in embeddings:
+            out[e].append(o if e == own else replace(o, segment_embeddings=segment_means(v)))
+    return out
 
 
 def pairs_task(outs: list[VideoOutputs], bank: Any, ordinal: int, max_sim: bool) -> PairSet:
@@ -74,152 +106,27 @@ def pairs_task(outs: list[VideoOutputs], bank: Any, ordinal: int, max_sim: bool)
     return p
 
 
-def split_task(pairs: PairSet, holdout: npt.NDArray[np.bool_], side: str) -> tuple[F32, F32]:
-    """(x, y) of the partition's training (``side="train"``) or holdout pairs, or all of them."""
-    if side == "all":
-        return pairs.x, pairs.y
-    hold = holdout[pairs.video]
-    keep = hold if side == "holdout" else ~hold
-    return pairs.x[keep], pairs.y[keep]
-
-
-@dataclass
-class DaskPairs:
-    """The partitioned rated pairs: one future of a :class:`PairSet` per chunk.
-
-    ``held`` keeps the futures the matrices are built from alive as long as this object.
-    """
-
-    parts: list[Any]
-    holdout: npt.NDArray[np.bool_]
-    held: list[Any] = field(default_factory=list)
-
-    def matrix(self, client: Any, side: str) -> tuple[Any, Any]:
-        """(a ``DaskDMatrix`` of ``side`` (train | holdout | all), its dask array x), one
-        partition per chunk."""
-        import dask.array as da
-        from xgboost import dask as dxgb
-
-        xy = [client.submit(split_task, p, self.holdout, side, pure=False) for p in self.parts]
-        self.held.extend(xy)
-        sizes = client.gather([client.submit(_rows, f, pure=False) for f in xy])
-        keep = [(f, n) for f, n in zip(xy, sizes, strict=True) if n]
-        nf = len(FEATURE_NAMES)
-        x = da.concatenate([da.from_delayed(_item(f, 0), (n, nf), np.float32) for f, n in keep])
-        y = da.concatenate([da.from_delayed(_item(f, 1), (n,), np.float32) for f, n in keep])
-        dm = dxgb.DaskDMatrix(
-            client,
-            x,
-            y,
-            feature_names=list(FEATURE_NAMES),
-            feature_types=list(FEATURE_TYPES),
-            enable_categorical=True,
-            missing=np.nan,
-        )
-        return dm, x
-
-
-def _rows(xy: tuple[F32, F32]) -> int:
-    return len(xy[1])
-
-
-def _item(fut: Any, i: int) -> Any:
-    import dask
-
-    return dask.delayed(operator.getitem)(fut, i)
-
-
-def build_partitions(
-    client: Any,
-    graph: Path,
-    data: Path,
-    num_classes: int,
-    holdout: npt.NDArray[np.bool_],
-    *,
-    max_sim: bool,
-    chunk_size: int | None = None,
-) -> tuple[Any, DaskPairs, list[Any]]:
-    """(the bank, the partitioned rated pairs, the chunks) of ``data`` (the validate/ folder)."""
-    from batch.plan import corpus_files, count_records, make_plan
+def _bank(client: Any, outs: list[Any], num_classes: int) -> Any:
+    """The bank of the labelled segments of every chunk's outputs (``outs``: futures)."""
     from service.bank import ClassBank
 
-    files = corpus_files([data])
-    plan = make_plan(files, client.gather(client.map(count_records, files, pure=False)), chunk_size)
-    if plan.num_videos != len(holdout):
-        raise ValueError(f"{data}: {plan.num_videos} videos, the holdout split has {len(holdout)}")
-    outs = [client.submit(outputs_task, c, str(graph), pure=False) for c in plan.chunks]
     entries = client.gather([client.submit(rated_entries, o, pure=False) for o in outs])
     emb, cls, lab, vid, start = ([e[i] for e in entries if len(e[1])] for i in range(5))
-    if emb:
-        bank = ClassBank.from_entries(
-            np.concatenate(emb),
-            np.concatenate(cls),
-            np.concatenate(lab),
-            [v for vs in vid for v in vs],
-            np.concatenate(start),
-            num_classes=num_classes,
-        )
-    else:
-        bank = ClassBank.empty(num_classes, 1)
-    bank_f = client.scatter(bank, broadcast=True)
-    parts = [
-        client.submit(pairs_task, o, bank_f, c.ordinal, max_sim, pure=False)
-        for o, c in zip(outs, plan.chunks, strict=True)
-    ]
-    return bank, DaskPairs(parts, holdout), list(plan.chunks)
+    if not emb:
+        return ClassBank.empty(num_classes, 1)
+    return ClassBank.from_entries(
+        np.concatenate(emb),
+        np.concatenate(cls),
+        np.concatenate(lab),
+        [v for vs in vid for v in vs],
+        np.concatenate(start),
+        num_classes=num_classes,
+    )
 
 
-def train_ccrl_dask(
-    client: Any,
-    pairs: DaskPairs,
-    holdout_pairs: PairSet,
-    holdout_tokens: list[str],
-    cfg: CcrlConfig,
-    *,
-    seed: int = 0,
-) -> tuple[xgb.Booster, dict[str, Any], int, list[dict[str, Any]], F32]:
-    """Grid search with early stopping on the holdout, then the refit on all pairs.
-
-    Returns (final booster, params, rounds, search, holdout predictions of the chosen model).
-    """
-    from xgboost import dask as dxgb
-
-    dtr, _ = pairs.matrix(client, "train")
-    dho, xho = pairs.matrix(client, "holdout")
-    search: list[dict[str, Any]] = []
-    best: tuple[float, float, int, dict[str, Any], F32] | None = None
-    for choice in cfg.grid:
-        params = cfg.params(choice, seed)
-        out = dxgb.train(
-            client,
-            params,
-            dtr,
-            num_boost_round=cfg.max_rounds,
-            evals=[(dho, "holdout")],
-            early_stopping_rounds=cfg.early_stopping,
-            verbose_eval=False,
-        )
-        bst = out["booster"]
-        rounds = int(bst.best_iteration) + 1
-        pred = np.asarray(
-            dxgb.inplace_predict(client, bst, xho, iteration_range=(0, rounds)).compute(),
-            np.float32,
-        )
-        m = pairs_map(pred, holdout_pairs.class_ids, holdout_tokens, holdout_pairs.y)
-        loss = float(out["history"]["holdout"]["logloss"][rounds - 1])
-        search.append({**choice, "best_rounds": rounds, "holdout_logloss": loss, "holdout_map": m})
-        if best is None or (m, -loss) > (best[0], best[1]):
-            best = (m, -loss, rounds, params, pred)
-    assert best is not None
-    _, _, rounds, params, pred = best
-    dall, _ = pairs.matrix(client, "all")
-    final = dxgb.train(client, params, dall, num_boost_round=rounds)["booster"]
-    return final, params, rounds, search, pred
-
-
-def gather_pairs(client: Any, pairs: DaskPairs) -> PairSet:
-    """Every partition's rated pairs, concatenated in reading order (as the single-node stage)."""
-    ps = [p for p in client.gather(pairs.parts) if len(p)]
+def gather_pairs(client: Any, parts: list[Any]) -> PairSet:
+    """Every partition's rated pairs, concatenated in reading order (as the one-process stage)."""
+    ps = [p for p in client.gather(parts) if len(p)]
     if not ps:
         raise ValueError("no rated (segment, class) pairs to train on (is the split rated?)")
     return PairSet(
@@ -230,44 +137,148 @@ def gather_pairs(client: Any, pairs: DaskPairs) -> PairSet:
     )
 
 
-def fit_ccrl_on_dask(
+def dask_feature_sets(
     client: Any,
+    run: TrainRun,
+    name: str,
     graph: Path,
-    data: Path,
+    val: Validate,
     num_classes: int,
-    holdout: npt.NDArray[np.bool_],
-    video_ids: list[str],
-    cfg: CcrlConfig,
     *,
-    seed: int = 0,
     chunk_size: int | None = None,
-) -> tuple[Any, PairSet, list[str], CcrlModel]:
-    """The CCRL stage of one generator on Dask: (bank, rated pairs, their tokens, the model)."""
-    from service.yt8m import SEGMENT_FRAMES, segment_id
+) -> list[FeatureSet]:
+    """The (unscored) feature sets of generator ``name`` built on the workers from
+    ``run.data / "validate"``: the same as :func:`training.stages.ccrl_select.generator_features`
+    builds in one process (same order of videos, banks and pairs)."""
+    from batch.plan import corpus_files, count_records, make_plan
 
-    t0 = time.perf_counter()
-    bank, dpairs, _ = build_partitions(
-        client, graph, data, num_classes, holdout, max_sim=cfg.max_sim, chunk_size=chunk_size
-    )
-    pairs = gather_pairs(client, dpairs)
-    tokens = [
-        segment_id(video_ids[v], s * SEGMENT_FRAMES)
-        for v, s in zip(pairs.video.tolist(), pairs.segment.tolist(), strict=True)
+    data = run.data / "validate"
+    files = corpus_files([data])
+    plan = make_plan(files, client.gather(client.map(count_records, files, pure=False)), chunk_size)
+    if plan.num_videos != val.num_videos:
+        raise ValueError(
+            f"{data}: {plan.num_videos} videos, the holdout split has {val.num_videos}"
+        )
+    embeddings, own = embeddings_of(name), own_embedding(name)
+    by_chunk = [
+        client.submit(outputs_task, c, str(graph), embeddings, own, pure=False) for c in plan.chunks
     ]
-    hold = holdout[pairs.video]
-    if hold.all() or not hold.any():
-        raise ValueError("the holdout split must leave pairs on both sides")
-    ho = pairs.subset(hold)
-    ho_tokens = [tokens[i] for i in np.flatnonzero(hold).tolist()]
-    booster, params, rounds, search, pred = train_ccrl_dask(
-        client, dpairs, ho, ho_tokens, cfg, seed=seed
-    )
-    holdout_scores = np.full(len(pairs), np.nan, np.float32)
-    holdout_scores[hold] = pred
-    gain = {k: float(v) for k, v in booster.get_score(importance_type="total_gain").items()}  # type: ignore[arg-type]
-    importance = {k: round(v, 3) for k, v in sorted(gain.items(), key=lambda kv: -kv[1])}
-    booster.set_param({"nthread": cfg.nthread})
-    model = CcrlModel(
-        booster, params, rounds, search, holdout_scores, importance, time.perf_counter() - t0
-    )
-    return bank, pairs, tokens, model
+    sets = []
+    for e in embeddings:
+        outs_f = [client.submit(operator.getitem, f, e, pure=False) for f in by_chunk]
+        bank = _bank(client, outs_f, num_classes)
+        bank_f = client.scatter(bank, broadcast=True)
+        parts = [
+            client.submit(pairs_task, o, bank_f, c.ordinal, run.ccrl.max_sim, pure=False)
+            for o, c in zip(outs_f, plan.chunks, strict=True)
+        ]
+        pairs = gather_pairs(client, parts)
+        outs = [o for chunk in client.gather(outs_f) for o in chunk]
+        ids = [o.id for o in outs]
+        if val.videos and ids != [v.id for v in val.videos]:
+            raise ValueError(f"{data}: the workers read the videos in another order")
+        sets.append(FeatureSet(name, e, graph, outs, bank, pairs, pair_tokens(ids, pairs)))
+    return sets
+
+
+def class_parts(class_ids: I64, parts: int) -> list[tuple[int, int]]:
+    """``parts`` (or fewer) contiguous row ranges of class-sorted rows, cut only where the class
+    changes, each near ``len / parts`` rows."""
+    n = len(class_ids)
+    starts = np.flatnonzero(np.r_[True, class_ids[1:] != class_ids[:-1]]) if n else np.zeros(0)
+    cuts = [0]
+    for k in range(1, parts):
+        target = n * k / parts
+        c = int(starts[np.argmin(np.abs(starts - target))]) if len(starts) else 0
+        if c > cuts[-1]:
+            cuts.append(c)
+    cuts.append(n)
+    return [(a, b) for a, b in itertools.pairwise(cuts) if b > a]
+
+
+def ranked_workers(client: Any) -> list[str]:
+    """The workers' addresses in the order of their ``xgboost.dask`` ranks (xgboost ranks the
+    workers by the task id ``[xgboost.dask-NAME]:ADDRESS`` as a string)."""
+    info = client.scheduler_info()["workers"]
+    if not info:
+        raise RuntimeError("the Dask cluster has no workers")
+    return sorted(info, key=lambda a: f"[xgboost.dask-{info[a].get('name')}]:{a}")
+
+
+def _take(part: tuple[F32, F32, I64], keep: npt.NDArray[np.bool_]) -> tuple[F32, F32, I64]:
+    return part[0][keep], part[1][keep], part[2][keep]
+
+
+class DaskFitter:
+    """The :data:`training.crossfit.Fitter` of a Dask cluster: ``xgboost.dask.train`` on the
+    selected rows of the rated pairs.
+
+    The pairs are sorted by class (stable), cut at class boundaries into one part per worker
+    (:func:`class_parts`) and scattered once, part i to the worker of xgboost rank i
+    (:func:`ranked_workers`: the same cluster trains the same boosters run after run); a fit
+    selects its rows on the workers and trains a ``DaskDMatrix`` of them, with ``qid`` = the
+    class for a ranking objective (each part is sorted by class and no class spans two parts:
+    every query group lives on one worker, whole).
+    """
+
+    def __init__(self, client: Any, pairs: PairSet, parts: int | None = None) -> None:
+        self.client = client
+        n = len(pairs)
+        order = np.argsort(pairs.class_ids, kind="stable")
+        self.pos = np.empty(n, np.int64)
+        self.pos[order] = np.arange(n)  # input row -> its position in the class-sorted order
+        cls = pairs.class_ids[order]
+        self.workers = ranked_workers(client)
+        self.ranges = class_parts(cls, parts or len(self.workers))
+        x, y = pairs.x[order], pairs.y[order]
+        self.parts = [  # a list of one (x, y, class) tuple: scatter sends it as one piece
+            client.scatter([(x[a:b], y[a:b], cls[a:b])], workers=[self._worker(i)], hash=False)[0]
+            for i, (a, b) in enumerate(self.ranges)
+        ]
+        self.n = n
+
+    def _worker(self, part: int) -> str:
+        return self.workers[part % len(self.workers)]
+
+    def __call__(self, rows: I64, params: dict[str, Any], rounds: int) -> xgb.Booster:
+        import dask
+        import dask.array as da
+        from xgboost import dask as dxgb
+
+        keep = np.zeros(self.n, bool)
+        keep[self.pos[rows]] = True
+        nf = len(FEATURE_NAMES)
+        xs, ys, qs, held = [], [], [], []
+        for i, ((a, b), part) in enumerate(zip(self.ranges, self.parts, strict=True)):
+            m = keep[a:b]
+            n = int(m.sum())
+            if not n:
+                continue
+            sub = self.client.submit(_take, part, m, workers=[self._worker(i)], pure=False)
+            held.append(sub)
+            get = dask.delayed(operator.getitem)
+            xs.append(da.from_delayed(get(sub, 0), (n, nf), np.float32))
+            ys.append(da.from_delayed(get(sub, 1), (n,), np.float32))
+            qs.append(da.from_delayed(get(sub, 2), (n,), np.int64))
+        ranking = is_ranking(str(params["objective"]))
+        dm = dxgb.DaskDMatrix(
+            self.client,
+            da.concatenate(xs),
+            da.concatenate(ys),
+            qid=da.concatenate(qs) if ranking else None,
+            feature_names=list(FEATURE_NAMES),
+            feature_types=list(FEATURE_TYPES),
+            enable_categorical=True,
+            missing=np.nan,
+        )
+        for attempt in range(1, TRAIN_ATTEMPTS + 1):
+            try:
+                out = dxgb.train(self.client, params, dm, num_boost_round=int(rounds))
+                break
+            except xgb.core.XGBoostError as e:  # the workers' collective (sockets), not the data
+                if attempt == TRAIN_ATTEMPTS:
+                    raise
+                log.warning("xgboost.dask.train failed (%s); attempt %d", str(e)[:200], attempt + 1)
+        del held
+        booster: xgb.Booster = out["booster"]
+        return booster

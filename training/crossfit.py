@@ -14,11 +14,15 @@ with the challenge metric (:func:`training.ccrl.pairs_map`). Every setting is sc
 
 Ranking objectives (``rank:*``) need the pairs grouped by query: the class is the query
 (:func:`dmatrix`, rows sorted by class with ``qid``); their scores are margins, not probabilities.
+
+Every fit goes through a :data:`Fitter` (``rows, params, rounds -> booster``, bound to the rated
+pairs): :class:`LocalFitter` in this process, or ``training.ccrl_dask.DaskFitter`` on Dask workers
+(``ccrl train --workers``). The rule (folds, round counts, the metric) is the same code either way.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -82,6 +86,23 @@ def fit(x: F32, y: F32, class_ids: I64, params: dict[str, Any], rounds: int) -> 
     return xgb.train(params, d, num_boost_round=int(rounds))
 
 
+Fitter = Callable[[I64, dict[str, Any], int], xgb.Booster]
+"""``(rows: int64 indices into the rated pairs, params, rounds) -> booster`` trained on those rows
+(grouped by class for a ranking objective)."""
+
+
+@dataclass
+class LocalFitter:
+    """The :data:`Fitter` of one process: :func:`fit` on the selected rows."""
+
+    x: F32
+    y: F32
+    class_ids: I64
+
+    def __call__(self, rows: I64, params: dict[str, Any], rounds: int) -> xgb.Booster:
+        return fit(self.x[rows], self.y[rows], self.class_ids[rows], params, rounds)
+
+
 @dataclass
 class OofCurve:
     """Cross-fitted scores of one parameter setting at several numbers of rounds.
@@ -113,6 +134,7 @@ def oof_curve(
     params: dict[str, Any],
     max_rounds: int,
     step: int = ROUND_STEP,
+    fitter: Fitter | None = None,
 ) -> OofCurve:
     """Cross-fit ``params`` (one run of ``max_rounds`` per fold) and score every round count.
 
@@ -120,14 +142,16 @@ def oof_curve(
         x: float32 [N, NF] pair rows; y: float32 [N] labels; class_ids: int64 [N].
         tokens: [N] segment ids (``"vid:start"``) for the metric.
         fold: int64 [N] the fold of each pair (its video's).
+        fitter: trains a fold's booster on its rows (default :class:`LocalFitter` of x, y).
     """
     from training.ccrl import pairs_map
 
     rounds = list(range(step, max_rounds + 1, step)) or [max_rounds]
     scores = np.zeros((len(rounds), len(y)), np.float32)
+    fitter = fitter or LocalFitter(x, y, class_ids)
     for f in np.unique(fold).tolist():
         out = fold == f
-        booster = fit(x[~out], y[~out], class_ids[~out], params, rounds[-1])
+        booster = fitter(np.flatnonzero(~out), params, rounds[-1])
         d, _ = dmatrix(x[out])
         for j, r in enumerate(rounds):
             scores[j, out] = booster.predict(d, iteration_range=(0, r))

@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from training.crossfit import OofCurve, is_ranking, oof_curve
+from training.crossfit import Fitter, OofCurve, is_ranking, oof_curve
 
 F32 = npt.NDArray[np.float32]
 I64 = npt.NDArray[np.int64]
@@ -97,6 +97,7 @@ def select_gbm(
     *,
     objectives: Sequence[str] = OBJECTIVES,
     max_rounds: int = 300,
+    fitter: Fitter | None = None,
 ) -> GbmChoice:
     """Cross-fit every (objective, grid entry) and keep the best by cross-fitted mAP.
 
@@ -104,6 +105,8 @@ def select_gbm(
         x, y, class_ids, tokens, fold: the rated pairs (see :func:`training.crossfit.oof_curve`).
         params_for: ``choice -> XGBoost params`` (e.g. ``CcrlConfig.params`` with a seed).
         grid: the parameter settings to try (``max_depth``, ``eta``, ``min_child_weight``).
+        fitter: where the folds are trained (default: this process; see
+            :data:`training.crossfit.Fitter`).
     """
     if not objectives:
         raise ValueError("no objective to try")
@@ -123,6 +126,7 @@ def select_gbm(
                 fold,
                 objective_params(params_for(choice), objective),
                 max_rounds,
+                fitter=fitter,
             )
             j = curve.best
             row = {

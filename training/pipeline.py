@@ -16,8 +16,8 @@ own small result. One module per stage, under ``training/stages/``:
    rated pairs, scored by the cross-fitted holdout mAP of a standard GBM; the best is kept (the
    LSTM's when within 0.005), and its GBM's objective, parameters and rounds are chosen on
    cross-fitted holdout scores too, then refit on all pairs; with ``workers`` or ``scheduler``,
-   ``ccrl_fit`` instead trains one grid-searched GBM per generator on Dask
-   (``training.ccrl_dask``);
+   the same choices by the same code, with the features built and every booster trained on Dask
+   (``training.ccrl_dask``, ``xgboost.dask``);
 3b. ``cg_choice``: candidate generation (the share of the videos each class keeps) and the
    service's candidate classes per video, chosen on the holdout scores;
 4. ``baselines``: the LSTM segment classifier (from the candidate LSTM) and the ConvNet
@@ -41,7 +41,7 @@ from typing import TYPE_CHECKING, Any
 
 from training.stages.baselines import fit_convnet_baseline, fit_lstm_baseline
 from training.stages.bundle import train_config, write_train_bundle
-from training.stages.ccrl_fit import CcrlFit, choose_generator
+from training.stages.ccrl_fit import CcrlFit
 from training.stages.ccrl_select import (
     FeatureSet,
     choose_features,
@@ -143,26 +143,22 @@ def fit_ccrl_stage(
     run: TrainRun, gens: Generators, val: Validate, workers: int | None, scheduler: str | None
 ) -> tuple[CcrlFit, dict[str, float]]:
     """Stage 3: the features (generator and embedding) and the GBM of the bundle, chosen on
-    cross-fitted holdout scores (``training.stages.ccrl_select``); on Dask, one grid-searched
-    GBM per generator (``training.ccrl_dask``). Returns the fit and the holdout mAP of every
+    cross-fitted holdout scores (``training.stages.ccrl_select``); with ``workers`` or
+    ``scheduler``, the same choices by the same code with the features built and every booster
+    trained on Dask (``training.ccrl_dask``). Returns the fit and the holdout mAP of every
     candidate."""
     timer = run.timer
+    on = " (dask)" if workers or scheduler else ""
     with ccrl_client(workers, scheduler) as client:
-        if client is not None:
-            fits: dict[str, CcrlFit] = {}
-            for name, graph in gens.graphs.items():
-                with timer.stage(f"ccrl on the {name} generator (dask)"):
-                    fits[name] = fit_ccrl_dask(run, name, graph, val, gens.num_classes, client)
-            fit = choose_generator(fits, gens.result.model)
-            return fit, {g: f.holdout_map for g, f in fits.items()}
-    sets: dict[str, FeatureSet] = {}
-    for name, graph in gens.graphs.items():
-        with timer.stage(f"features of the {name} generator (bank, rated pairs, holdout mAP)"):
-            for fs in generator_features(run, name, graph, val, gens.num_classes):
-                sets[fs.key] = fs
-    chosen = choose_features(sets)
-    with timer.stage("ccrl: objective, parameters and rounds (cross-fitted holdout)"):
-        fit = fit_chosen(run, chosen, gens, val)
+        sets: dict[str, FeatureSet] = {}
+        for name, graph in gens.graphs.items():
+            stage = f"features of the {name} generator (bank, rated pairs, holdout mAP){on}"
+            with timer.stage(stage):
+                for fs in generator_features(run, name, graph, val, gens.num_classes, client):
+                    sets[fs.key] = fs
+        chosen = choose_features(sets)
+        with timer.stage(f"ccrl: objective, parameters and rounds (cross-fitted holdout){on}"):
+            fit = fit_chosen(run, chosen, gens, val, client)
     return fit, {k: f.oof_map for k, f in sets.items()}
 
 
@@ -176,21 +172,3 @@ def ccrl_client(workers: int | None, scheduler: str | None) -> Iterator[Any]:
 
     with dask_client(workers, scheduler) as client:
         yield client
-
-
-def fit_ccrl_dask(
-    run: Any, name: str, graph: Path, val: Any, num_classes: int, client: Any
-) -> CcrlFit:
-    """:func:`training.stages.ccrl_fit.fit_ccrl` on Dask (``training.ccrl_dask``)."""
-    from training.ccrl_dask import fit_ccrl_on_dask
-
-    ids = [v.id for v in val.videos]
-    bank, pairs, tokens, model = fit_ccrl_on_dask(
-        client, graph, run.data / "validate", num_classes, val.holdout, ids, run.ccrl, seed=run.seed
-    )
-    best = max(r["holdout_map"] for r in model.search)
-    print(
-        f"  {name} (dask): bank {len(bank)} segments, {len(pairs)} pairs, {model.rounds} rounds, "
-        f"holdout mAP {best:.4f}"
-    )
-    return CcrlFit(name, graph, bank, pairs, tokens, model, best)

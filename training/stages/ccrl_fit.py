@@ -72,10 +72,3 @@ def fit_ccrl(run: TrainRun, name: str, graph: Path, val: Validate, num_classes: 
         f"holdout mAP {best:.4f}"
     )
     return CcrlFit(name, graph, bank, pairs, tokens, model, best, outputs=outs)
-
-
-def choose_generator(fits: dict[str, CcrlFit], report_choice: str) -> CcrlFit:
-    """The fit of the bundle: the best CCRL on the holdout (ties: the candidate report's choice)."""
-    chosen = max(fits, key=lambda g: (fits[g].holdout_map, g == report_choice))
-    print(f"  generator for the bundle: {chosen} (candidate report chose {report_choice})")
-    return fits[chosen]

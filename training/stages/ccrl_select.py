@@ -11,6 +11,11 @@ best one is kept, the LSTM's when it is within :data:`LSTM_MARGIN` of the best (
 generator is the LSTM; the logistic model is shipped only when it wins on the holdout). The GBM
 of the kept features is then chosen among objectives, parameters and rounds
 (:func:`training.ccrl.train_ccrl_crossfit`) and refit on every rated pair.
+
+With a Dask client (``ccrl train --workers N`` / ``--scheduler``) the same feature sets are built
+on the workers (``training.ccrl_dask``: the generator, the banks and the pair features) and every
+booster of the same rules is trained there (``xgboost.dask``,
+:class:`training.ccrl_dask.DaskFitter`); the choices are made by the same functions below.
 """
 
 from __future__ import annotations
@@ -26,6 +31,7 @@ from service.yt8m import SEGMENT_FRAMES, segment_id
 if TYPE_CHECKING:
     from service.bank import ClassBank
     from training.ccrl import PairSet, VideoOutputs
+    from training.crossfit import Fitter
     from training.stages.ccrl_fit import CcrlFit
     from training.stages.generators import Generators
     from training.stages.run import TrainRun
@@ -65,13 +71,34 @@ class FeatureSet:
         return f"{self.generator}/{self.embedding}"
 
 
+def segment_means(video: Any) -> np.ndarray:
+    """The mean frame of every whole segment of a video: float32 [S, 1152]."""
+    x, s = video.features(), video.num_segments
+    return x[: s * SEGMENT_FRAMES].reshape(s, SEGMENT_FRAMES, -1).mean(1, dtype=np.float32)
+
+
 def _segment_means(val: Validate) -> list[np.ndarray]:
     """The mean frame of every whole segment of every validate video: float32 [S_v, 1152]."""
-    out = []
-    for v in val.videos:
-        x, s = v.features(), v.num_segments
-        out.append(x[: s * SEGMENT_FRAMES].reshape(s, SEGMENT_FRAMES, -1).mean(1, dtype=np.float32))
-    return out
+    return [segment_means(v) for v in val.videos]
+
+
+def own_embedding(generator: str) -> str:
+    """The embedding a generator's graph gives: mean frames (logistic) or hidden states."""
+    return "frames" if generator == "logistic" else "hidden"
+
+
+def embeddings_of(generator: str) -> tuple[str, ...]:
+    """The embeddings tried for ``generator``: its own, and mean frames when its own are not."""
+    own = own_embedding(generator)
+    return (own,) if own == "frames" else (own, "frames")
+
+
+def pair_tokens(video_ids: list[str], pairs: PairSet) -> list[str]:
+    """The segment id of every rated pair: [N]."""
+    return [
+        segment_id(video_ids[v], s * SEGMENT_FRAMES)
+        for v, s in zip(pairs.video.tolist(), pairs.segment.tolist(), strict=True)
+    ]
 
 
 def _feature_set(
@@ -84,19 +111,34 @@ def _feature_set(
 ) -> FeatureSet:
     """Bank, rated pairs and the cross-fitted mAP of the standard GBM for one embedding."""
     from training.ccrl import build_bank, rated_pairs
-    from training.crossfit import oof_curve
-    from training.objectives import objective_params
 
     bank = build_bank(outs, num_classes)
     pairs = rated_pairs(outs, bank, max_sim=run.ccrl.max_sim, progress=False)
-    tokens = [
-        segment_id(outs[v].id, s * SEGMENT_FRAMES)
-        for v, s in zip(pairs.video, pairs.segment, strict=True)
-    ]
+    tokens = pair_tokens([o.id for o in outs], pairs)
+    return score_features(run, FeatureSet(name, embedding, graph, outs, bank, pairs, tokens))
+
+
+def score_features(run: TrainRun, fs: FeatureSet, fitter: Fitter | None = None) -> FeatureSet:
+    """Set ``fs.oof_map``: the cross-fitted holdout mAP of the standard GBM (``binary:logistic``,
+    the first grid entry, the best round count) on its pairs, trained by ``fitter`` (default:
+    this process); returns ``fs``."""
+    from training.crossfit import oof_curve
+    from training.objectives import objective_params
+
+    pairs, bank = fs.pairs, fs.bank
     params = objective_params(run.ccrl.params(run.ccrl.grid[0], run.seed), "binary:logistic")
-    fold = run_folds(run, len(outs))[pairs.video]
-    curve = oof_curve(pairs.x, pairs.y, pairs.class_ids, tokens, fold, params, run.ccrl.max_rounds)
-    fs = FeatureSet(name, embedding, graph, outs, bank, pairs, tokens, curve.maps[curve.best])
+    fold = run_folds(run, len(fs.outputs))[pairs.video]
+    curve = oof_curve(
+        pairs.x,
+        pairs.y,
+        pairs.class_ids,
+        fs.tokens,
+        fold,
+        params,
+        run.ccrl.max_rounds,
+        fitter=fitter,
+    )
+    fs.oof_map = curve.maps[curve.best]
     print(
         f"  {fs.key}: bank {len(bank)} segments, D={bank.dim}; {len(pairs)} pairs; "
         f"cross-fitted holdout mAP {fs.oof_map:.4f} ({curve.rounds[curve.best]} rounds)"
@@ -112,15 +154,21 @@ def run_folds(run: TrainRun, num_videos: int) -> np.ndarray:
 
 
 def generator_features(
-    run: TrainRun, name: str, graph: Path, val: Validate, num_classes: int
+    run: TrainRun, name: str, graph: Path, val: Validate, num_classes: int, client: Any = None
 ) -> list[FeatureSet]:
     """The feature sets of generator ``name``: its own embeddings, and mean frames when its
-    own are not mean frames already (the logistic model's are)."""
+    own are not mean frames already (the logistic model's are) (:func:`embeddings_of`); with a
+    Dask ``client``, built and scored on its workers."""
     from training.ccrl import CandidateRunner
 
+    if client is not None:
+        from training.ccrl_dask import DaskFitter, dask_feature_sets
+
+        sets = dask_feature_sets(client, run, name, graph, val, num_classes)
+        return [score_features(run, fs, DaskFitter(client, fs.pairs)) for fs in sets]
     runner = CandidateRunner(graph, threads=run.threads)
     outs = runner.run_all(val.videos, desc=f"validate ({name})", progress=run.progress)
-    own = "frames" if name == "logistic" else "hidden"
+    own = own_embedding(name)
     sets = [_feature_set(run, name, own, graph, outs, num_classes)]
     if own != "frames":
         means = val.segment_means if val.segment_means is not None else _segment_means(val)
@@ -164,14 +212,29 @@ def frames_graph(run: TrainRun, gens: Generators, generator: str) -> Path:
     return path
 
 
-def fit_chosen(run: TrainRun, fs: FeatureSet, gens: Generators, val: Validate) -> CcrlFit:
-    """The GBM of the kept features (objective, parameters, rounds cross-fitted; refit on all)."""
+def fit_chosen(
+    run: TrainRun, fs: FeatureSet, gens: Generators, val: Validate, client: Any = None
+) -> CcrlFit:
+    """The GBM of the kept features (objective, parameters, rounds cross-fitted; refit on all),
+    every booster trained on the workers of the Dask ``client`` when one is given."""
     from training.ccrl import train_ccrl_crossfit
     from training.stages.ccrl_fit import CcrlFit
 
+    fitter = None
+    if client is not None:
+        from training.ccrl_dask import DaskFitter
+
+        fitter = DaskFitter(client, fs.pairs)
     model, choice = train_ccrl_crossfit(
-        fs.pairs, run_folds(run, len(fs.outputs)), fs.tokens, run.ccrl, seed=run.seed
+        fs.pairs,
+        run_folds(run, len(fs.outputs)),
+        fs.tokens,
+        run.ccrl,
+        seed=run.seed,
+        fitter=fitter,
     )
+    if fitter is not None:
+        model.booster.set_param({"nthread": run.ccrl.nthread})
     per = {k: round(v, 4) for k, v in choice.per_objective().items()}
     print(
         f"  ccrl: {choice.objective}, {choice.rounds} rounds (cross-fitted holdout mAP "

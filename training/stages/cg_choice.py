@@ -1,10 +1,9 @@
 """Stage 3b of ``ccrl train``: candidate generation and the service's candidate classes, chosen on
 the holdout (:mod:`training.cg_select`).
 
-The data: the GBM's holdout scores of the rated ``validate/`` pairs (cross-fitted: every pair; with
-the Dask path, the 10% holdout's pairs) and the bundle generator's video scores of every
-``validate/`` video. The choices go into the manifest (``config.cg``, ``config.service``) and
-the report (the curve and its plot).
+The data: the GBM's cross-fitted holdout scores of every rated ``validate/`` pair (on Dask too)
+and the bundle generator's video scores of every ``validate/`` video. The choices go into the
+manifest (``config.cg``, ``config.service``) and the report (the curve and its plot).
 """
 
 from __future__ import annotations
