@@ -1,8 +1,6 @@
-"""Stage 3 of ``ccrl train``: CCRL on every candidate generator, and the generator of the bundle.
+"""Stage 3 of ``ccrl train``: what CCRL on one candidate generator leaves (:class:`CcrlFit`).
 
-For one generator: its outputs on ``validate/`` (ONNX Runtime, the graph the service runs), the
-bank of the labelled segment embeddings, the leakage-free features of the rated pairs and the
-XGBoost pairwise model on them (grid and early stopping on the holdout, refit on all pairs).
+The fits themselves, in one process or on Dask, are :mod:`training.stages.ccrl_select`'s.
 """
 
 from __future__ import annotations
@@ -11,14 +9,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from service.yt8m import SEGMENT_FRAMES, segment_id
-
 if TYPE_CHECKING:
     from service.bank import ClassBank
     from training.ccrl import CcrlModel, PairSet, VideoOutputs
     from training.objectives import GbmChoice
-    from training.stages.run import TrainRun
-    from training.stages.validate import Validate
 
 
 @dataclass
@@ -50,25 +44,3 @@ class CcrlFit:
     gbm: GbmChoice | None = None
     cg: dict[str, Any] = field(default_factory=dict)
     service: dict[str, Any] = field(default_factory=dict)
-
-
-def fit_ccrl(run: TrainRun, name: str, graph: Path, val: Validate, num_classes: int) -> CcrlFit:
-    """Run generator ``name`` over ``validate/``, build its bank and rated pairs, train CCRL."""
-    from training.ccrl import CandidateRunner, build_bank, rated_pairs, train_ccrl
-
-    runner = CandidateRunner(graph, threads=run.threads)
-    outs = runner.run_all(val.videos, desc=f"validate ({name})", progress=run.progress)
-    bank = build_bank(outs, num_classes)
-    pairs = rated_pairs(outs, bank, max_sim=run.ccrl.max_sim, progress=run.progress)
-    tokens = [
-        segment_id(outs[v].id, s * SEGMENT_FRAMES)
-        for v, s in zip(pairs.video, pairs.segment, strict=True)
-    ]
-    model = train_ccrl(pairs, val.holdout, tokens, run.ccrl, seed=run.seed, progress=run.progress)
-    best = max(r["holdout_map"] for r in model.search)
-    print(
-        f"  {name}: bank {len(bank)} segments ({int(bank.pos_count.sum())} "
-        f"positive), D={bank.dim}; {len(pairs)} pairs, {model.rounds} rounds, "
-        f"holdout mAP {best:.4f}"
-    )
-    return CcrlFit(name, graph, bank, pairs, tokens, model, best, outputs=outs)
