@@ -28,6 +28,9 @@ class ModelConfig:
     proj: int = 0
     proj_norm: bool = False
     skip: bool = False
+    linear: bool = False
+    select: str = "loss"
+    warm_start: bool = False
     schedule: str = "constant"
     input_dropout: float = 0.2
     epochs: int = 6
@@ -67,13 +70,15 @@ PRESETS: dict[str, dict[str, dict[str, Any]]] = {
             # the linear path taken before the LayerNorm (a low-rank logistic model): 0.977.
             "proj": 256,
             "proj_norm": True,
-            "skip": True,
+            "linear": True,
+            "warm_start": True,
+            "select": "map",
             "pool": "meanmax",
             "input_dropout": 0.5,
             "weight_decay": 1e-4,
             "schedule": "onecycle",
-            "epochs": 16,
-            "patience": 16,
+            "epochs": 8,
+            "patience": 3,
             "lr": 3e-3,
             "batch_size": 32,
         },
