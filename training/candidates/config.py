@@ -31,6 +31,7 @@ class ModelConfig:
     linear: bool = False
     select: str = "loss"
     warm_start: bool = False
+    calibrate: bool = False
     schedule: str = "constant"
     input_dropout: float = 0.2
     epochs: int = 6
@@ -72,6 +73,7 @@ PRESETS: dict[str, dict[str, dict[str, Any]]] = {
             "proj_norm": True,
             "linear": True,
             "warm_start": True,
+            "calibrate": True,
             "select": "map",
             "pool": "meanmax",
             "input_dropout": 0.5,

@@ -122,6 +122,8 @@ class LstmModel(nn.Module):
             raise ValueError("lstm skip needs proj > 0 and a pooled (mean or meanmax) readout")
         if cfg.warm_start and not cfg.linear:
             raise ValueError("lstm warm_start needs the logistic path (linear)")
+        if cfg.calibrate and not cfg.warm_start:
+            raise ValueError("lstm calibrate needs a warm-started logistic path (warm_start)")
         self.cfg = cfg
         self.norm = Standardize()
         self.drop = nn.Dropout(cfg.input_dropout)
