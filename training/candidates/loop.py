@@ -473,6 +473,7 @@ def train_model(
     if state.best_state is None:  # zero epochs requested: keep the fresh weights
         state.best_state = copy.deepcopy(model.state_dict())
     model.load_state_dict(state.best_state)
+    model.requires_grad_(True)  # the freeze was the loop's: as a checkpoint rebuilds the model
     model.eval()
     return TrainOutcome(
         model=model,
