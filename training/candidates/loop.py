@@ -166,6 +166,12 @@ class _PooledFeed:
         return float(bce_per_video(logits, y)), video_map(logits, y)
 
 
+MAX_CALIBRATION_SCALE = 50.0
+"""The largest per-class scale :meth:`_PaddedFeed.calibrate` gives the logistic path's logits
+(fitted: 2 to 17 on the synthetic corpora; a logistic model stopped after an epoch or two has
+near-zero logits, which an unbounded scale would blow up into saturated probabilities)."""
+
+
 class _PaddedFeed:
     """The LSTM's batches: padded frames of similar length (:class:`training.data.VideoDataset`)."""
 
@@ -234,10 +240,12 @@ class _PaddedFeed:
         log_scale = torch.zeros(z.shape[1], requires_grad=True)
         shift = torch.zeros(z.shape[1], requires_grad=True)
         opt = torch.optim.Adam([log_scale, shift], lr=0.05)
+        cap = math.log(MAX_CALIBRATION_SCALE)
         for _ in range(steps):
-            optimizer_step(model, opt, bce_per_video(z * log_scale.exp() + shift, y), 0.0)
+            scale = log_scale.clamp(-cap, cap).exp()
+            optimizer_step(model, opt, bce_per_video(z * scale + shift, y), 0.0)
         with torch.no_grad():
-            model.linear_scale.copy_(log_scale.exp())
+            model.linear_scale.copy_(log_scale.clamp(-cap, cap).exp())
             model.head.bias.copy_(shift)
 
     def batches(self, epoch: int) -> Batches:
