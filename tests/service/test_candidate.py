@@ -29,7 +29,11 @@ def test_run_shapes_for_empty_short_and_long_videos(service_bundle: Path) -> Non
     short = candidate.run(session, _frames(3))  # the video pass runs, no whole segment
     assert short.video_probs.shape == (c,) and short.num_segments == 0
     assert short.segment_embeddings.shape == (0, d)
-    assert np.all((short.video_probs > 0) & (short.video_probs < 1))
+    # the graph ran (an empty video gets all zeros without it); random frames are far from the
+    # training videos, and ONNX Runtime's sigmoid rounds a confident generator's logits below
+    # about -18 to exactly 0 (the small LSTM's calibrated logistic path is confident)
+    assert np.all((short.video_probs >= 0) & (short.video_probs < 1))
+    assert short.video_probs.max() > 0 and len(np.unique(short.video_probs)) > 1
     out = candidate.run(session, _frames(23))
     assert out.segment_probs.shape == (4, c) and out.segment_embeddings.shape == (4, d)
     for a in (out.video_probs, out.segment_probs, out.segment_embeddings):

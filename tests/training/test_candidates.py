@@ -134,6 +134,38 @@ def test_trained_graphs_match_torch_and_learned_something(
 
 
 @pytest.mark.slow
+def test_lstm_is_a_residual_on_the_logistic_member(
+    ensemble_run: CandidateResult, tiny_corpus: Path
+) -> None:
+    """The small LSTM's logistic path is the trained logistic member, frozen; the start (epoch 0)
+    is that model calibrated per class, which keeps its ranking (same validation mAP); the kept
+    epoch is the best validation mAP, the start included, so it is never below the start."""
+    ckpt = torch.load(ensemble_run.checkpoints["lstm"], weights_only=True)
+    lstm = model_from_checkpoint(ensemble_run.checkpoints["lstm"])
+    logistic = model_from_checkpoint(ensemble_run.checkpoints["logistic"])
+    assert lstm.cfg.linear and lstm.cfg.warm_start and lstm.cfg.calibrate
+    assert lstm.cfg.select == "map"
+    assert torch.equal(lstm.linear.weight, logistic.head.weight)
+    assert torch.equal(lstm.lin_norm.inv_std, logistic.norm.inv_std)
+    log_ckpt = torch.load(ensemble_run.checkpoints["logistic"], weights_only=True)
+    log_best = log_ckpt["history"][log_ckpt["best_epoch"] - 1]
+    assert ckpt["start"]["val_map"] == pytest.approx(log_best["val_map"], abs=1e-5)
+    assert ckpt["start"]["val_loss"] != pytest.approx(log_best["val_loss"])  # calibrated
+    maps = [ckpt["start"]["val_map"]] + [h["val_map"] for h in ckpt["history"]]
+    assert ckpt["best_epoch"] == int(np.argmax(maps))  # first best: ties keep the earlier epoch
+    assert ckpt["best_val"] == pytest.approx(-max(maps))
+    if ckpt["best_epoch"] == 0:  # nothing beat the start: a per-class rescaled logistic model
+        v = next(iter(read_videos([tiny_corpus / "test"])))
+        want = torch.logit(torch.from_numpy(torch_outputs(logistic, v.features())[0]))
+        got = torch.logit(torch.from_numpy(torch_outputs(lstm, v.features())[0]))
+        affine = want * lstm.linear_scale.detach() + lstm.head.bias.detach()
+        np.testing.assert_allclose(got.numpy(), affine.numpy(), atol=1e-3)
+    # training moved the recurrent branch away from its zero start
+    last = ckpt["state"]
+    assert float(last["head.weight"].abs().max()) > 0
+
+
+@pytest.mark.slow
 def test_resume_continues_where_it_stopped(
     tiny_corpus: Path, tmp_path: Path, cache_root: Path
 ) -> None:

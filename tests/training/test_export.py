@@ -50,6 +50,18 @@ def _randomize(model: torch.nn.Module, seed: int) -> torch.nn.Module:
     return model.eval()
 
 
+def _linear_lstm() -> LstmModel:
+    """The ``small`` preset's shape: a logistic path plus a recurrent branch (made non-zero here,
+    since a fresh one starts at zero), so the graph carries both."""
+    model = _randomize(
+        LstmModel(_cfg("lstm", proj=16, proj_norm=True, pool="meanmax", linear=True)), 3
+    )
+    with torch.no_grad():
+        torch.nn.init.normal_(model.head.weight, std=0.3)
+        model.linear_scale.uniform_(0.5, 2.0)
+    return model  # type: ignore[return-value]
+
+
 def _models() -> dict[str, torch.nn.Module]:
     torch.manual_seed(0)
     logistic = _randomize(LogisticModel(_cfg("logistic")), 1)
@@ -57,6 +69,7 @@ def _models() -> dict[str, torch.nn.Module]:
     return {
         "logistic": logistic,
         "lstm": lstm,
+        "lstm_linear": _linear_lstm(),
         "ensemble": EnsembleModel(logistic, lstm).eval(),  # type: ignore[arg-type]
     }
 
@@ -76,7 +89,7 @@ def _session(path: Path) -> ort.InferenceSession:
     return ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
 
 
-@pytest.mark.parametrize("name", ["logistic", "lstm", "ensemble"])
+@pytest.mark.parametrize("name", ["logistic", "lstm", "lstm_linear", "ensemble"])
 def test_parity_with_torch_at_many_frame_counts(
     graphs: dict[str, tuple[torch.nn.Module, Path]], name: str
 ) -> None:
@@ -87,7 +100,7 @@ def test_parity_with_torch_at_many_frame_counts(
     assert worst <= 1e-4
 
 
-@pytest.mark.parametrize("name", ["logistic", "lstm", "ensemble"])
+@pytest.mark.parametrize("name", ["logistic", "lstm", "lstm_linear", "ensemble"])
 def test_graph_contract(graphs: dict[str, tuple[torch.nn.Module, Path]], name: str) -> None:
     _, path = graphs[name]
     proto = onnx.load(str(path))
@@ -106,7 +119,7 @@ def test_graph_contract(graphs: dict[str, tuple[torch.nn.Module, Path]], name: s
     assert meta["input_format"] == "float32_dequantized"
     assert meta["num_classes"] == str(NUM_CLASSES)
     assert meta["embedding_dim"] == str(emb)
-    assert meta["model"] == name
+    assert meta["model"] == name.removesuffix("_linear")
     assert meta["preset"] == "small"
     sess = _session(path)
     for f in (3, 5, 12, 300):
@@ -139,7 +152,7 @@ def test_short_and_ragged_videos(graphs: dict[str, tuple[torch.nn.Module, Path]]
 
 def test_ensemble_averages_members(graphs: dict[str, tuple[torch.nn.Module, Path]]) -> None:
     frames = np.random.default_rng(6).uniform(-2, 2, (23, FEATURE_DIM)).astype(np.float32)
-    outs = {name: _session(p).run(None, {INPUT_NAME: frames}) for name, (_, p) in graphs.items()}
+    outs = {n: _session(p).run(None, {INPUT_NAME: frames}) for n, (_, p) in graphs.items()}
     for i in (0, 1):
         np.testing.assert_allclose(
             outs["ensemble"][i], 0.5 * (outs["logistic"][i] + outs["lstm"][i]), atol=1e-6
@@ -155,11 +168,11 @@ def test_logistic_embedding_is_segment_mean(
     np.testing.assert_allclose(emb, frames[:15].reshape(3, 5, FEATURE_DIM).mean(1), atol=1e-5)
 
 
-@pytest.mark.parametrize("kind", ["logistic", "lstm"])
+@pytest.mark.parametrize("kind", ["logistic", "lstm", "lstm_linear"])
 def test_padded_training_forward_matches_graph(kind: str) -> None:
     """The padded, packed batch path used in training equals the graph's video pass per video."""
     torch.manual_seed(1)
-    model = _randomize(build_model(_cfg(kind)), 4)
+    model = _linear_lstm() if kind == "lstm_linear" else _randomize(build_model(_cfg(kind)), 4)
     lengths = [9, 30, 4]
     rng = np.random.default_rng(8)
     videos = [rng.uniform(-2, 2, (n, FEATURE_DIM)).astype(np.float32) for n in lengths]
@@ -171,6 +184,36 @@ def test_padded_training_forward_matches_graph(kind: str) -> None:
         probs = torch.sigmoid(model(batch, torch.tensor(lengths))).numpy()
     for i, v in enumerate(videos):
         np.testing.assert_allclose(probs[i], torch_outputs(model, v)[0], atol=1e-5)
+
+
+def test_warm_started_linear_lstm_is_the_logistic_model() -> None:
+    """With the logistic generator's weights in its logistic path and the recurrent branch at its
+    start (zero), the LSTM's video and segment outputs are the logistic model's; its embeddings
+    are still the LSTM's hidden states. Training starts from this model (epoch 0)."""
+    from training.candidates.loop import _PaddedFeed
+
+    torch.manual_seed(2)
+    logistic = _randomize(LogisticModel(_cfg("logistic")), 5)
+    with torch.no_grad():
+        torch.nn.init.normal_(logistic.head.weight, std=0.2)
+    lstm = _randomize(LstmModel(_cfg("lstm", proj=16, pool="mean", linear=True)), 6)
+    feed = object.__new__(_PaddedFeed)  # only warm_start is used: no cache needed
+    feed.model = lstm  # type: ignore[assignment]
+    feed.warm_start(logistic)
+    frames = torch.from_numpy(
+        np.random.default_rng(10).uniform(-2, 2, (23, FEATURE_DIM)).astype(np.float32)
+    )
+    with torch.no_grad():
+        lv, ls, _ = logistic.graph_outputs(frames)
+        rv, rs, emb = lstm.graph_outputs(frames)
+        lengths = torch.tensor([23])
+        np.testing.assert_allclose(
+            lstm(frames[None], lengths).numpy(), logistic(frames[None], lengths).numpy(), atol=1e-5
+        )
+    np.testing.assert_allclose(rv.numpy(), lv.numpy(), atol=1e-6)
+    np.testing.assert_allclose(rs.numpy(), ls.numpy(), atol=1e-6)
+    assert emb.shape == (4, HIDDEN) and float(emb.abs().max()) > 0
+    assert float((lv - 0.5).abs().max()) > 1e-3  # the logistic model is not trivial
 
 
 def test_score_videos_onnx(graphs: dict[str, tuple[torch.nn.Module, Path]]) -> None:

@@ -9,9 +9,12 @@ labels of ``train/``:
   linear layer with a sigmoid. The ``paper`` preset reads the last hidden state (1024 cells, two
   bidirectional layers); the ``small`` preset (with ~1000 training videos the last-state LSTM did
   not learn within minutes: its loss stayed at the label prior) projects the frames to 256
-  dimensions (wider than the class count) with a LayerNorm, reads the mean and max of the hidden
-  states over time plus the projection's mean (a linear path, as in the logistic model), and
-  trains with input dropout 0.5 and a one-cycle learning-rate schedule (the measurements are in
+  dimensions (wider than the class count) with a LayerNorm and reads the mean and max of the
+  hidden states over time, trained with input dropout 0.5 and a one-cycle learning-rate
+  schedule; and it is, honestly named, *a logistic path plus a recurrent residual*: the trained
+  logistic generator (frozen, a per-class scale of its logits aside) on the mean frame, plus the
+  recurrent branch, whose head starts at zero; the kept epoch is the best validation mAP, the
+  start (the logistic model itself) included (the measurements are in
   :data:`~training.candidates.config.PRESETS`). Its segment embedding is the mean hidden state of
   the unidirectional LSTM over the segment's 5 frames (segment fed alone), D = hidden; the
   pipeline also tries the segments' mean frames instead (``FrameEmbeddings``).

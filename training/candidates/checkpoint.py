@@ -29,8 +29,10 @@ class LoopState:
 
     Attributes:
         epoch: epochs done (the next epoch to run).
-        history: one ``{epoch, train_loss, val_loss, seconds}`` per epoch done.
-        best_val: the lowest validation loss so far, at ``best_epoch`` (-1: none yet).
+        history: one ``{epoch, train_loss, val_loss, val_map, seconds}`` per epoch done.
+        best_val: the best selection value so far (the validation loss, or minus the validation
+            mAP with ``select="map"``), at ``best_epoch`` (-1: none yet; 0: the warm start).
+        start: ``{val_loss, val_map}`` of the warm-started weights before training (else empty).
         bad: epochs since the last improvement (early stopping at ``cfg.patience``).
         best_state: the weights of ``best_epoch``.
         elapsed: training seconds over all epochs; ``seen``: training videos over all epochs.
@@ -46,6 +48,7 @@ class LoopState:
     elapsed: float = 0.0
     seen: int = 0
     stopped: bool = False
+    start: dict[str, float] = field(default_factory=dict)
 
 
 def load_checkpoint(path: Path) -> dict[str, Any]:
@@ -85,6 +88,7 @@ def save_checkpoint(
         "elapsed": state.elapsed,
         "seen": state.seen,
         "stopped": state.stopped,
+        "start": state.start,
     }
     tmp = path.with_suffix(".tmp")
     torch.save(payload, tmp)
@@ -120,6 +124,7 @@ def resume_from(
         best_state=ckpt["best_state"],
         elapsed=float(ckpt["elapsed"]),
         seen=int(ckpt["seen"]),
+        start=dict(ckpt.get("start") or {}),
     )
     if ckpt.get("stopped") and cfg.epochs <= int(ckpt["config"]["epochs"]):
         state.epoch = cfg.epochs

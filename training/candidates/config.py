@@ -28,6 +28,10 @@ class ModelConfig:
     proj: int = 0
     proj_norm: bool = False
     skip: bool = False
+    linear: bool = False
+    select: str = "loss"
+    warm_start: bool = False
+    calibrate: bool = False
     schedule: str = "constant"
     input_dropout: float = 0.2
     epochs: int = 6
@@ -64,16 +68,34 @@ PRESETS: dict[str, dict[str, dict[str, Any]]] = {
             # classes is a bottleneck: to 128 with a LayerNorm, mean+max pooling, the
             # projection's mean as a linear path to the head and a one-cycle schedule: 0.928;
             # input dropout 0.5: 0.927 (weight decay 1e-3) / 0.964 (projection to 256, 1e-4);
-            # the linear path taken before the LayerNorm (a low-rank logistic model): 0.977.
+            # the linear path taken before the LayerNorm (a low-rank logistic model): 0.977
+            # (hard corpus, Recall@20: 0.710, the logistic model 0.793).
+            # Now the LSTM contains the logistic generator, honestly a logistic path plus a
+            # recurrent residual: a full-rank logistic path on the mean frame (``linear``) is the
+            # trained logistic generator, frozen (``warm_start``), calibrated per class by a
+            # positive scale and a shift fitted on the training videos (``calibrate``: ranking
+            # kept), plus the recurrent branch (mean+max of the hidden states, no low-rank skip),
+            # whose head starts at zero, so epoch 0 is the logistic model; the kept epoch is the
+            # best validation video mAP, epoch 0 included (``select="map"``). Choosing on the
+            # validation loss would not do: the weight-decayed logistic model ranks better than
+            # any LSTM epoch but is badly calibrated (default validation loss 40.8; one epoch 7).
+            # Uncalibrated, the residual learnt the calibration and the ranking fell (16 epochs,
+            # default: validation mAP 0.892 -> 0.900 at epoch 4 -> 0.78; 8 epochs, hard:
+            # 0.568 -> 0.426 at epoch 2, the logistic model kept). Calibrated: default 0.892 ->
+            # 0.907 (epoch 5 of 8), test Recall@15 1.000; hard 0.568 -> 0.573 (epoch 4, early
+            # stop at 7), test Recall@19 0.789 (logistic 0.777), @20 0.805 (0.793).
             "proj": 256,
             "proj_norm": True,
-            "skip": True,
+            "linear": True,
+            "warm_start": True,
+            "calibrate": True,
+            "select": "map",
             "pool": "meanmax",
             "input_dropout": 0.5,
             "weight_decay": 1e-4,
             "schedule": "onecycle",
-            "epochs": 16,
-            "patience": 16,
+            "epochs": 8,
+            "patience": 3,
             "lr": 3e-3,
             "batch_size": 32,
         },

@@ -103,7 +103,12 @@ class LstmModel(nn.Module):
     1152 -> proj before the LSTMs (``proj_norm``: followed by a LayerNorm, so the LSTM inputs keep
     one scale whatever the frames' statistics); ``skip`` adds the projection's mean over time
     (before the LayerNorm: a linear function of the mean frame, a low-rank logistic model) to
-    what the classifier reads, a linear path next to the recurrent one. Embedding of a segment:
+    what the classifier reads, a linear path next to the recurrent one. ``linear`` adds a
+    full-rank logistic path instead: a logistic model on the mean frame (its own input
+    statistics, a per-class scale of its logits) whose logits are added to the head's; the head
+    then starts at zero, so the untrained model is its logistic path, and with ``warm_start`` the
+    training loop fills that path with the trained logistic generator and keeps it frozen (the
+    recurrent branch learns a residual on top of the logistic model). Embedding of a segment:
     the mean of the unidirectional LSTM's hidden states over the segment's 5 frames, D = hidden.
     """
 
@@ -115,6 +120,10 @@ class LstmModel(nn.Module):
             raise ValueError(f"lstm pool must be 'last', 'mean' or 'meanmax', got {cfg.pool!r}")
         if cfg.skip and (cfg.proj <= 0 or cfg.pool == "last"):
             raise ValueError("lstm skip needs proj > 0 and a pooled (mean or meanmax) readout")
+        if cfg.warm_start and not cfg.linear:
+            raise ValueError("lstm warm_start needs the logistic path (linear)")
+        if cfg.calibrate and not cfg.warm_start:
+            raise ValueError("lstm calibrate needs a warm-started logistic path (warm_start)")
         self.cfg = cfg
         self.norm = Standardize()
         self.drop = nn.Dropout(cfg.input_dropout)
@@ -127,6 +136,21 @@ class LstmModel(nn.Module):
         self.uni = nn.LSTM(2 * cfg.hidden, cfg.hidden, batch_first=True)
         head_in = cfg.hidden * (2 if cfg.pool == "meanmax" else 1) + (cfg.proj if cfg.skip else 0)
         self.head = nn.Linear(head_in, cfg.num_classes)
+        if cfg.linear:
+            # the logistic path: its own statistics (of mean frames, not of frames), no dropout
+            self.lin_norm = Standardize()
+            self.linear = nn.Linear(FEATURE_DIM, cfg.num_classes)
+            # a per-class scale of its logits (calibration that keeps its ranking of the videos)
+            self.linear_scale = nn.Parameter(torch.ones(cfg.num_classes))
+            # the recurrent branch starts at zero: the untrained model is its logistic path
+            nn.init.zeros_(self.head.weight)
+            nn.init.zeros_(self.head.bias)
+
+    def _linear_logits(self, mean_frame: Tensor) -> Tensor | float:
+        """The logistic path's logits [B, C] of mean frames [B, 1152] (0 without it)."""
+        if not self.cfg.linear:
+            return 0.0
+        return self.linear(self.lin_norm(mean_frame)) * self.linear_scale
 
     @property
     def embedding_dim(self) -> int:
@@ -173,17 +197,20 @@ class LstmModel(nn.Module):
         packed = pack_padded_sequence(p, lengths, batch_first=True, enforce_sorted=False)
         y, _ = self.bi(packed)
         z, (h, _) = self.uni(y)
-        if self.cfg.pool == "last":
-            return self.head(h[-1])
         t = frames.shape[1]
+        mask = (torch.arange(t)[None, :] < lengths[:, None]).to(frames.dtype)
+        lin: Tensor | float = 0.0
+        if self.cfg.linear:
+            lin = self._linear_logits((frames * mask[..., None]).sum(1) / lengths[:, None])
+        if self.cfg.pool == "last":
+            return self.head(h[-1]) + lin
         zp, _ = pad_packed_sequence(z, batch_first=True, total_length=t)  # zeros past each length
-        mask = (torch.arange(t)[None, :] < lengths[:, None]).to(zp.dtype)
-        return self.head(self._readout(q, zp, h[-1], mask))
+        return self.head(self._readout(q, zp, h[-1], mask)) + lin
 
     def forward_unpadded(self, frames: Tensor) -> tuple[Tensor, Tensor]:
         """Unpadded frames [B, T, 1152] -> (logits [B, C], mean hidden state [B, H])."""
         z, pooled = self.encode(frames)
-        return self.head(pooled), z.mean(1)
+        return self.head(pooled) + self._linear_logits(frames.mean(1)), z.mean(1)
 
     def graph_outputs(self, frames: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         """frames [F, 1152] -> video_probs [C], segment_probs [S, C], segment_embeddings [S, H]."""

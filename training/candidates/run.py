@@ -27,7 +27,7 @@ from service.vocab import Vocabulary, read_vocabulary
 from service.yt8m import Video
 from training.candidates.config import MODEL_KINDS, PRESETS, model_config
 from training.candidates.loop import TrainOutcome, train_model
-from training.candidates.models import EnsembleModel
+from training.candidates.models import EnsembleModel, LogisticModel
 
 #: The frame counts at which each exported graph is compared with PyTorch.
 EXPORT_CHECK_FRAMES = (4, 5, 12, 123)
@@ -152,7 +152,12 @@ def _train_members(
     for name in members:
         cfg = model_config(name, **settings, overrides=(overrides or {}).get(name))
         ckpt_dir = out_dir / "checkpoints" / name
-        trained[name] = train_model(cfg, train_cache, ckpt_dir, resume=resume, progress=progress)
+        # the LSTM's logistic path starts from the logistic member when there is one (same split)
+        init = trained["logistic"].model if "logistic" in trained and cfg.warm_start else None
+        assert init is None or isinstance(init, LogisticModel)
+        trained[name] = train_model(
+            cfg, train_cache, ckpt_dir, resume=resume, progress=progress, init=init
+        )
     return trained
 
 
