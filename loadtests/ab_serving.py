@@ -55,6 +55,10 @@ VARIANTS: dict[str, tuple[dict[str, str], int]] = {
     ),
     "tuned, 2 workers": ({}, 2),
     "2 workers, no request cap per connection": ({"CCRL_KEEP_ALIVE_REQUESTS": "0"}, 2),
+    "2 workers, each a thread pool of 2 scoring slots": (
+        {"CCRL_SCORE_ON_LOOP": "false", "CCRL_MAX_CONCURRENT_SCORING": "2"},
+        2,
+    ),
     "1 worker, thread pool, 2 scoring slots": (
         {"CCRL_SCORE_ON_LOOP": "false", "CCRL_MAX_CONCURRENT_SCORING": "2"},
         1,
