@@ -255,9 +255,11 @@ def _best(http: dict[str, Any]) -> float:
 def per_core(res: dict[str, Any]) -> dict[str, float | None]:
     """The HTTP path's cost per core: one worker ÷ bare from 1 thread, and the main pass ÷ bare
     from as many threads as it has workers (None where that pass or thread count was not run)."""
-    passes = [res["http"], res.get("http_other_workers")]
-    workers = [res["serving"]["workers"], (res.get("http_other_workers") or {}).get("workers")]
-    one = next((h for h, w in zip(passes, workers, strict=True) if w == 1), None)
+    other = res.get("http_other_workers")
+    if res["serving"]["workers"] == 1:
+        one = res["http"]
+    else:
+        one = other if other and other.get("workers") == 1 else None
     bare = res["bare"]
     same = bare.get(f"threads_{res['serving']['workers']}")
     return {

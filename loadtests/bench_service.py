@@ -24,7 +24,6 @@ import argparse
 import contextlib
 import json
 import os
-import signal
 import socket
 import subprocess
 import sys
@@ -39,6 +38,7 @@ from typing import Any
 import numpy as np
 
 from loadtests.payloads import PayloadPool, VideoFrames, random_videos, tfrecord_videos
+from loadtests.serving import stop_server
 from service.yt8m import dequantize
 
 DEFAULT_WORKDIR = Path("runs/bench_service")
@@ -223,13 +223,7 @@ def running_server(
                 time.sleep(0.2)
         yield url
     finally:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGINT)
-            try:
-                proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(timeout=5)
+        stop_server(proc)
         log.close()
         Path(log.name).unlink(missing_ok=True)
 

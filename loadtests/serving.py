@@ -80,7 +80,8 @@ def _wait_ready(url: str, proc: subprocess.Popen[bytes], startup_s: float, log: 
             time.sleep(0.2)
 
 
-def _stop(proc: subprocess.Popen[bytes]) -> None:
+def stop_server(proc: subprocess.Popen[bytes]) -> None:
+    """Stop a ``ccrl serve`` process: SIGINT (its graceful shutdown), then a kill after 15 s."""
     if proc.poll() is not None:
         return
     proc.send_signal(signal.SIGINT)
@@ -114,5 +115,5 @@ def serve(
             _wait_ready(url, proc, startup_s, log)
             yield Served(url, proc.pid)
         finally:
-            _stop(proc)
+            stop_server(proc)
             log.unlink(missing_ok=True)
