@@ -6,8 +6,10 @@
 ``http``: ``ccrl serve`` under each variant of :data:`VARIANTS` (the tuned defaults, then one
 setting reverted at a time, and the settings before the changes), rounds interleaved so that every
 variant sees the same machine; prints the median throughput, latency and server CPU per request at
-concurrency 1 and 4 (base64 body, 90 frames). Server CPU per request is the figure to compare on a
-machine shared with other work: it moves much less than throughput when other processes take CPU.
+concurrency 1 and 4 (base64 body, 90 frames), and the median p99 / p50 of 4 paced streams at 70% of
+the variant's own rate at concurrency 4 (``make bench``'s tail figure). Server CPU per request is
+the figure to compare on a machine shared with other work: it moves much less than throughput when
+other processes take CPU.
 
 ``micro``: the code-level changes, timed in this process against what they replaced (best of N):
 the answer's serialization (``json.dumps`` vs orjson), the JSON-float body (pydantic-core + numpy
@@ -26,7 +28,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from loadtests.hey import LoadResult, run_hey
+from loadtests.hey import LoadResult, run_hey, run_paced
 from loadtests.payloads import encode_json, localize_body, random_videos
 from loadtests.serving import serve
 from loadtests.timing import best_of
@@ -55,6 +57,11 @@ VARIANTS: dict[str, tuple[dict[str, str], int]] = {
     ),
     "tuned, 2 workers": ({}, 2),
     "2 workers, no request cap per connection": ({"CCRL_KEEP_ALIVE_REQUESTS": "0"}, 2),
+    "2 workers, no connection balance": ({"CCRL_BALANCE_CONNECTIONS": "false"}, 2),
+    "2 workers, no balance, no request cap": (
+        {"CCRL_BALANCE_CONNECTIONS": "false", "CCRL_KEEP_ALIVE_REQUESTS": "0"},
+        2,
+    ),
     "2 workers, each a thread pool of 2 scoring slots": (
         {"CCRL_SCORE_ON_LOOP": "false", "CCRL_MAX_CONCURRENT_SCORING": "2"},
         2,
@@ -69,6 +76,7 @@ VARIANTS: dict[str, tuple[dict[str, str], int]] = {
 def ab_http(bundle: Path, rounds: int, seconds: float, names: Sequence[str]) -> None:
     video = random_videos(1, min_frames=90, max_frames=90, seed=0)[0]
     runs: dict[tuple[str, int], list[LoadResult]] = {}
+    tails: dict[str, list[float]] = {}
     with tempfile.TemporaryDirectory(prefix="ccrl-ab-") as tmp:
         body = Path(tmp) / "b64.json"
         body.write_bytes(encode_json(localize_body(video, "b64")))
@@ -81,17 +89,22 @@ def ab_http(bundle: Path, rounds: int, seconds: float, names: Sequence[str]) -> 
                     for c in (1, 4):
                         r = run_hey(url, body, concurrency=c, seconds=seconds, server_pid=srv.pid)
                         runs.setdefault((name, c), []).append(r)
+                    rate = 0.7 * r.throughput
+                    paced = run_paced(url, body, rate=rate, streams=4, seconds=2 * seconds)
+                    tails.setdefault(name, []).append(paced.p99_over_p50)
     print(
-        f"{'variant':<36} {'c':>2} {'videos/s':>9} {'p50 ms':>7} {'p99 ms':>7} {'CPU ms/req':>10}"
+        f"{'variant':<48} {'c':>2} {'videos/s':>9} {'p50 ms':>7} {'p99 ms':>7} {'CPU ms/req':>10}"
+        f" {'p99/p50@70%':>11}"
     )
     for (name, c), rs in runs.items():
 
         def med(f: Any, rs: list[LoadResult] = rs) -> float:
             return statistics.median(f(r) for r in rs)
 
+        tail = f"{statistics.median(tails[name]):11.2f}" if c == 4 else ""
         print(
-            f"{name:<36} {c:>2} {med(lambda r: r.throughput):9.1f} {med(lambda r: r.p50_ms):7.2f} "
-            f"{med(lambda r: r.p99_ms):7.2f} {med(lambda r: r.server_cpu_ms):10.3f}"
+            f"{name:<48} {c:>2} {med(lambda r: r.throughput):9.1f} {med(lambda r: r.p50_ms):7.2f} "
+            f"{med(lambda r: r.p99_ms):7.2f} {med(lambda r: r.server_cpu_ms):10.3f} {tail}"
         )
 
 

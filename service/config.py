@@ -110,6 +110,13 @@ class Settings(BaseSettings):
             "client reconnects, to whichever worker is free first, which balances the workers."
         ),
     )
+    balance_connections: bool = Field(
+        default=True,
+        description=(
+            "With several workers, keep their open-connection counts level: a request on a "
+            "worker holding two connections more than another is answered with Connection: close."
+        ),
+    )
     max_connections: int = Field(
         default=1000, ge=1, le=100_000, description="Concurrent connections; 503 beyond them."
     )

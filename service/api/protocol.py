@@ -16,6 +16,9 @@ It also caps the requests of one connection (``CCRL_KEEP_ALIVE_REQUESTS``, as ng
 stays with the worker that accepted it, so a few long-lived connections (a load generator's, a
 proxy's pool) can pile onto one worker while another idles; reconnecting every N requests lets the
 accept queue hand the new connection to a worker that is waiting for work (loadtests/README.md).
+With several workers it also keeps their connection counts level (:mod:`service.api.balance`): a
+request that starts on a worker holding two connections more than another gets the same
+``Connection: close``.
 
 A connection past a deadline gets a JSON 408 (when no answer was started) and is closed; the app
 sees a client disconnect, which it answers quietly (no traceback). Idle keep-alive connections are
@@ -34,6 +37,8 @@ from typing import Any
 
 import h11
 from uvicorn.protocols.http.h11_impl import H11Protocol
+
+from service.api.balance import current as current_balance
 
 log = logging.getLogger("ccrl.protocol")
 
@@ -99,10 +104,14 @@ class GuardedH11Protocol(H11Protocol):
         self._timed_cycle: object | None = None
         self._counted_cycle: object | None = None
         self._requests = 0
+        self._leaving = False  # this connection closes after its current answer
+        self._balance = current_balance()
 
     # ------------------------------------------------------------------ protocol hooks
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
+        if self._balance is not None:
+            self._balance.opened()
         self._arm_head()
 
     def data_received(self, data: bytes) -> None:
@@ -114,12 +123,20 @@ class GuardedH11Protocol(H11Protocol):
     def handle_events(self) -> None:
         super().handle_events()
         cycle = self.cycle
-        if cycle is not None and cycle is not self._counted_cycle:
-            self._counted_cycle = cycle
-            self._requests += 1
-            cap = self.limits.keep_alive_requests
-            if cap and self._requests >= cap:
-                _close_after(cycle)
+        if cycle is None or cycle is self._counted_cycle:
+            return
+        self._counted_cycle = cycle
+        self._requests += 1
+        if self._leaving:
+            return
+        cap = self.limits.keep_alive_requests
+        capped = bool(cap) and self._requests >= cap
+        moved = not capped and self._balance is not None and self._balance.should_move()
+        if capped or moved:
+            _close_after(cycle)
+            self._leaving = True
+            if self._balance is not None:
+                self._balance.leave(moved=moved)
 
     def on_response_complete(self) -> None:
         super().on_response_complete()
@@ -127,6 +144,9 @@ class GuardedH11Protocol(H11Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._cancel_timers()
+        if self._balance is not None:
+            self._balance.closed(was_leaving=self._leaving)
+            self._balance = None  # counted once, however often uvicorn calls this
         super().connection_lost(exc)
 
     def send_400_response(self, msg: str) -> None:

@@ -127,6 +127,7 @@ def run_server(
             loop=settings.event_loop,
             access_log=settings.access_log,
             times=times,
+            balanced=settings.balance_connections,
             **uvicorn_limits(settings),
         )
     finally:

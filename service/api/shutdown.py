@@ -36,6 +36,7 @@ from types import FrameType
 import uvicorn
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from service.api import balance
 from service.api.reload import hangup
 
 log = logging.getLogger("ccrl.shutdown")
@@ -100,6 +101,9 @@ class GracefulServer(uvicorn.Server):
     async def startup(self, sockets: list[socket.socket] | None = None) -> None:
         await super().startup(sockets=sockets)
         self._loop = asyncio.get_running_loop()
+        share = balance.current()
+        if share is not None and not self.should_exit:
+            share.ready()
 
     def handle_exit(self, sig: int, frame: FrameType | None) -> None:
         """Start the graceful shutdown (a second SIGINT forces it); the signal is not re-raised."""
@@ -107,6 +111,9 @@ class GracefulServer(uvicorn.Server):
             self.force_exit = True
             return
         self.should_exit = True
+        share = balance.current()
+        if share is not None:
+            share.retire()  # no connection is moved towards a worker that stops
         loop: asyncio.AbstractEventLoop | None = getattr(self, "_loop", None)
         if loop is not None:
             loop.call_soon_threadsafe(self._stop_accepting)

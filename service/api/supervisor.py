@@ -8,6 +8,10 @@ connections that no worker will ever accept (reset when the master exits). This 
 
 - binds the socket, starts ``workers`` spawned processes, each a :class:`GracefulServer` on it,
   and starts a new one when a worker dies (a worker that fails at start-up stops everything);
+- a worker gets SIGTERM when the master dies, even by SIGKILL (Linux ``PR_SET_PDEATHSIG``), so it
+  drains and exits instead of serving on, unsupervised;
+- shares one slot per worker with them for their connection counts, which they keep level
+  (:mod:`service.api.balance`, unless ``balance`` is off);
 - SIGHUP: publishes a reload in the control folder; every worker reloads in place
   (:mod:`service.api.reload`), nothing restarts;
 - SIGTERM / SIGINT: closes its own copy of the socket first, then sends SIGTERM to every worker
@@ -17,11 +21,13 @@ connections that no worker will ever accept (reset when the master exits). This 
 
 from __future__ import annotations
 
+import ctypes
 import logging
 import multiprocessing
 import os
 import signal
 import socket
+import sys
 import threading
 import time
 from dataclasses import dataclass
@@ -32,6 +38,7 @@ from typing import Any
 import uvicorn
 from uvicorn.config import STARTUP_FAILURE
 
+from service.api import balance
 from service.api.control import ControlFolder, control_dir
 from service.api.reload import hangup
 from service.api.shutdown import GracefulServer
@@ -40,6 +47,9 @@ log = logging.getLogger("ccrl.supervisor")
 
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s %(message)s"
 """The format of the service's own log lines (``ccrl.*``), in the master and every worker."""
+
+PR_SET_PDEATHSIG = 1
+"""prctl(2): the signal a process gets when its parent dies."""
 
 KILL_MARGIN_S = 5.0
 """Extra seconds a worker gets past the grace period before it is killed."""
@@ -53,17 +63,40 @@ class ShutdownTimes:
     drain_s: float
 
 
-def _worker(config: uvicorn.Config, sockets: list[socket.socket], times: ShutdownTimes) -> None:
-    """The body of one spawned worker process."""
+def _worker(
+    config: uvicorn.Config,
+    sockets: list[socket.socket],
+    times: ShutdownTimes,
+    counts: Any | None,
+    index: int,
+    master: int,
+) -> None:
+    """The body of one spawned worker process (``counts``: the shared connection counts, or None
+    without balance; ``index``: this worker's slot; ``master``: the master's pid)."""
     logging.basicConfig(level=logging.INFO, format=LOG_FORMAT)  # spawned: nothing is inherited
     config.configure_logging()
+    _die_with(master)
+    balance.install(counts, index)
     GracefulServer(config, grace_s=times.grace_s, drain_s=times.drain_s).run(sockets=sockets)
+
+
+def _die_with(master: int) -> None:
+    """Ask Linux for SIGTERM when the master dies (no-op elsewhere); exit now if it already did."""
+    if sys.platform.startswith("linux"):
+        libc = ctypes.CDLL(None, use_errno=True)
+        if libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0) != 0:
+            log.warning("prctl(PR_SET_PDEATHSIG) failed: errno %d", ctypes.get_errno())
+    if os.getppid() != master:
+        log.error("the master (%d) is gone: exiting", master)
+        raise SystemExit(1)
 
 
 class Supervisor:
     """The master process of several workers (see the module docstring)."""
 
-    def __init__(self, config: uvicorn.Config, workers: int, times: ShutdownTimes) -> None:
+    def __init__(
+        self, config: uvicorn.Config, workers: int, times: ShutdownTimes, *, balanced: bool = True
+    ) -> None:
         self.config = config
         self.workers = workers
         self.times = times
@@ -71,9 +104,15 @@ class Supervisor:
         self._exit = threading.Event()
         self._hup = threading.Event()
         self._ctx = multiprocessing.get_context("spawn")
+        self.counts = self._ctx.RawArray("l", [balance.NOT_READY] * workers) if balanced else None
 
-    def _spawn(self, sock: socket.socket) -> BaseProcess:
-        proc = self._ctx.Process(target=_worker, args=(self.config, [sock], self.times))
+    def _spawn(self, sock: socket.socket, index: int) -> BaseProcess:
+        if self.counts is not None:
+            self.counts[index] = balance.NOT_READY  # a dead worker's connections are gone
+        proc = self._ctx.Process(
+            target=_worker,
+            args=(self.config, [sock], self.times, self.counts, index, os.getpid()),
+        )
         proc.start()
         log.info("started worker %s", proc.pid)
         return proc
@@ -86,7 +125,7 @@ class Supervisor:
         for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
             signal.signal(sig, self._on_signal)
         sock = self.config.bind_socket()
-        self.procs = [self._spawn(sock) for _ in range(self.workers)]
+        self.procs = [self._spawn(sock, i) for i in range(self.workers)]
         self._expect()
         failed = False
         while not self._exit.wait(0.25):
@@ -109,7 +148,7 @@ class Supervisor:
                 log.error("worker %s failed to start: stopping", proc.pid)
                 return True
             log.warning("worker %s exited (%s): starting another", proc.pid, proc.exitcode)
-            self.procs[i] = self._spawn(sock)
+            self.procs[i] = self._spawn(sock, i)
             self._expect()
         return False
 
@@ -135,12 +174,15 @@ class Supervisor:
         return 0 if all(c == 0 for c in codes) else 1
 
 
-def serve(app: str, *, workers: int, times: ShutdownTimes, **options: Any) -> int:
-    """Run ``app`` (an import string) with uvicorn ``options``; returns the exit status."""
+def serve(
+    app: str, *, workers: int, times: ShutdownTimes, balanced: bool = True, **options: Any
+) -> int:
+    """Run ``app`` (an import string) with uvicorn ``options``; returns the exit status
+    (``balanced``: several workers keep their connection counts level)."""
     config = uvicorn.Config(
         app, workers=workers, timeout_graceful_shutdown=int(times.grace_s), **options
     )
     if workers == 1:
         GracefulServer(config, grace_s=times.grace_s, drain_s=times.drain_s).run()
         return 0
-    return Supervisor(config, workers, times).run()
+    return Supervisor(config, workers, times, balanced=balanced).run()

@@ -396,6 +396,22 @@ class ServeProcess:
     def log(self) -> str:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
 
+    def worker_pids(self) -> list[int]:
+        """The pids of the worker processes (the master's children but multiprocessing's
+        resource tracker), in pid order; [] with one worker (it serves in the master)."""
+        assert self.proc is not None
+        out = []
+        for entry in Path("/proc").iterdir():
+            try:
+                stat = (entry / "stat").read_text()
+                cmdline = (entry / "cmdline").read_bytes()
+            except (OSError, ValueError):
+                continue
+            ppid = int(stat.rsplit(")", 1)[1].split()[1])
+            if ppid == self.proc.pid and b"resource_tracker" not in cmdline:
+                out.append(int(entry.name))
+        return sorted(out)
+
     def send(self, sig: int) -> None:
         assert self.proc is not None
         self.proc.send_signal(sig)

@@ -5,6 +5,7 @@
   worker follows, the Redis keys follow the bundle's namespace.
 - SIGTERM with one and with two workers: the request in flight is answered, keep-alive clients get
   ``Connection: close`` and then a refused connection, never a reset; the exit status is 0.
+- The master killed with SIGKILL: its workers drain and exit on their own (none is left serving).
 """
 
 from __future__ import annotations
@@ -219,3 +220,18 @@ def test_sigterm_under_load_resets_no_connection_and_loses_no_request(
     # closed: the requests in flight at the signal were answered so.
     assert any(o == "ok" and d.endswith(" close") for _, o, d in load.records)
     assert "draining" in srv.log()
+
+
+def test_workers_exit_when_the_master_is_killed(service_bundle: Path, serve_process: Any) -> None:
+    import os
+
+    srv = serve_process(service_bundle, workers=2, CCRL_SHUTDOWN_DRAIN_S="0.5")
+    workers = srv.worker_pids()
+    assert len(workers) == 2, workers
+    srv.kill()  # SIGKILL: the master cannot stop them itself
+    deadline = time.monotonic() + 30
+    while alive := [pid for pid in workers if os.path.exists(f"/proc/{pid}/stat")]:
+        assert time.monotonic() < deadline, f"workers {alive} outlived the master"
+        time.sleep(0.1)
+    with pytest.raises(httpx.ConnectError):
+        httpx.get(f"{srv.url}/v2/health/live", timeout=2)
