@@ -29,7 +29,6 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -42,7 +41,7 @@ from typing import Any
 
 import numpy as np
 
-from loadtests.hey import LoadResult, hey_path, run_hey, run_paced
+from loadtests.hey import LoadResult, PacedLoad, hey_path, run_hey
 from loadtests.payloads import encode_json, localize_body, random_videos
 from loadtests.serving import serve
 from service.config import DEPLOY_ENV
@@ -145,12 +144,14 @@ class Bare:
         for th in pool:
             th.join()
         wall = time.perf_counter() - t0
-        every = [x for part in lat for x in part]
+        every = np.asarray([x for part in lat for x in part]) * 1000.0
+        p50, p99 = (float(v) for v in np.percentile(every, [50, 99]))
         return {
             "threads": threads,
             "calls": len(every),
             "throughput": len(every) / wall,
-            "p50_ms": statistics.median(every) * 1000.0,
+            "p50_ms": p50,
+            "p99_ms": p99,
         }
 
 
@@ -185,14 +186,21 @@ def http_pass(
 
 
 def tail(url: str, body: Path, saturating: float, p: Preset) -> dict[str, Any]:
-    """Latency at a paced 70% of the saturating rate (p99 / p50)."""
+    """Latency at a paced 70% of the saturating rate (p99 / p50), with the p50 of each second of
+    the run (the same load: how much the machine's own speed moved meanwhile)."""
     rate = 0.7 * saturating
-    r = run_paced(
-        f"{url}/localize", body, rate=rate, streams=max(p.concurrencies), seconds=2 * p.phase_s
+    paced = PacedLoad(
+        f"{url}/localize", [body] * max(p.concurrencies), rate=rate, seconds=2 * p.phase_s
     )
-    out = load(r)
-    out["p99_over_p50"] = r.p99_over_p50
+    with paced:
+        pass
+    assert paced.result is not None
+    out = load(paced.result)
+    out["p99_over_p50"] = paced.result.p99_over_p50
     out["offered_rate"] = rate
+    windows = paced.window_p50_ms
+    out["window_p50_ms"] = windows
+    out["window_p50_max_over_min"] = max(windows) / min(windows) if len(windows) > 1 else None
     return out
 
 
@@ -269,8 +277,11 @@ def per_core(res: dict[str, Any]) -> dict[str, float | None]:
 
 
 def ratios(res: dict[str, Any]) -> dict[str, float | None]:
-    """The five figures of the issue, from the measurements, and :func:`per_core`'s two."""
-    http, bare = res["http"], res["bare"]["threads_1"]["throughput"]
+    """The five figures of the issue, from the measurements, :func:`per_core`'s two, and the bare
+    scorer's own p99 / p50 from one thread (no HTTP, no queue: the machine's spread) and how far the
+    p50 of one second moved during the paced run."""
+    http, one = res["http"], res["bare"]["threads_1"]
+    bare = one["throughput"]
     b64 = {int(c): r["throughput"] for c, r in http["b64"].items()}
     best = http["best_concurrency"]
     bank = {row["x"]: row["features_ms"] for row in res["curves"]["bank"]}
@@ -284,6 +295,8 @@ def ratios(res: dict[str, Any]) -> dict[str, float | None]:
         ),
         "bank_largest_vs_smallest_feature_cost": bank[max(bank)] / bank[min(bank)],
         "p99_over_p50_at_70pct": res["tail"]["p99_over_p50"],
+        "bare_p99_over_p50": one["p99_ms"] / one["p50_ms"],
+        "tail_window_p50_max_over_min": res["tail"]["window_p50_max_over_min"],
     }
 
 

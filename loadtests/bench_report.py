@@ -41,6 +41,14 @@ PER_CORE = (
     ("service_vs_bare_one_worker", "per core: 1 worker ÷ bare from 1 thread"),
     ("service_vs_bare_same_cpus", "same CPUs: the service's workers ÷ bare from as many threads"),
 )
+# (key, label): the machine's own spread, beside the tail (bench_http.ratios).
+MACHINE = (
+    ("bare_p99_over_p50", "the machine: bare scorer's own p99 ÷ p50, 1 thread, no HTTP"),
+    (
+        "tail_window_p50_max_over_min",
+        "the machine: slowest ÷ fastest second's p50 in the paced run",
+    ),
+)
 PLOTS = {
     "frames": "latency_frames.png",
     "classes": "latency_classes.png",
@@ -61,7 +69,7 @@ def summary_table(res: dict[str, Any]) -> str:
         v = res.get(key)
         mark = "-" if v is None else ("pass" if ok(v) else "**miss**")
         lines.append(f"| {label} | {target} | {_f(v)} | {mark} |")
-    for key, label in PER_CORE:
+    for key, label in (*PER_CORE, *MACHINE):
         lines.append(f"| {label} | - | {_f(res.get(key))} | |")
     head = "| | videos/s | p50 ms | p99 ms | server CPU ms/request |"
     lines += ["", head, "|---|---|---|---|---|"]

@@ -88,6 +88,23 @@ def read_csv(text: str) -> tuple[F64, F64, npt.NDArray[np.int64]]:
     return rt, offset, status
 
 
+def window_p50s(
+    rt: F64, offset: F64, status: npt.NDArray[np.int64], window_s: float = 1.0
+) -> list[float]:
+    """The median latency (ms) of the good answers sent in each whole ``window_s`` of a run: how
+    much the machine's own speed moved during it (the same load, second after second)."""
+    good = (status >= 200) & (status < 300)
+    if not good.any():
+        return []
+    t, ms = offset[good] - offset[good].min(), rt[good] * 1000.0
+    out = []
+    for k in range(int(t.max() // window_s)):
+        inside = (t >= k * window_s) & (t < (k + 1) * window_s)
+        if inside.sum() >= 10:
+            out.append(float(np.median(ms[inside])))
+    return out
+
+
 def summarize(
     rt: F64, offset: F64, status: npt.NDArray[np.int64], *, concurrency: int, rate: float | None
 ) -> LoadResult:
@@ -168,7 +185,8 @@ class PacedLoad:
     """``bodies`` POSTed to ``url`` in the background, one one-worker hey process per body, started
     ``1 / rate`` s apart: at ``rate`` requests/s in all (each process ``rate / len(bodies)``), or
     as fast as answered when ``rate`` is None. A context manager: the processes start on entry;
-    on exit they are waited for and :attr:`result` summarizes every answer."""
+    on exit they are waited for, :attr:`result` summarizes every answer and
+    :attr:`window_p50_ms` holds the median latency of each whole second (:func:`window_p50s`)."""
 
     def __init__(
         self,
@@ -184,6 +202,7 @@ class PacedLoad:
         self.url, self.bodies, self.rate, self.seconds = url, bodies, rate, seconds
         self.headers = headers
         self.result: LoadResult | None = None
+        self.window_p50_ms: list[float] = []
         self._procs: list[subprocess.Popen[bytes]] = []
         self._starts: list[float] = []
 
@@ -212,6 +231,7 @@ class PacedLoad:
             rt, offset, status = read_csv(out.decode())
             parts.append((rt, offset + start, status))
         rt, offset, status = (np.concatenate([p[i] for p in parts]) for i in range(3))
+        self.window_p50_ms = window_p50s(rt, offset, status)
         result = summarize(rt, offset, status, concurrency=len(self.bodies), rate=self.rate)
         result.client_cpu_s = _children_cpu() - self._client0
         if result.ok == 0 and exc[0] is None:

@@ -55,3 +55,18 @@ def test_bench_http_tiny_writes_results_and_tables(tiny_bundle: Path, tmp_path: 
     assert "old" not in text and "| service ÷ bare throughput | >= 0.85 |" in text
     assert text.startswith("x\n") and text.endswith("<!-- /bench:summary -->\ny\n")
     assert res["serving"]["workers"] == 2  # the deploy files' workers
+    assert saved["bare_p99_over_p50"] >= 1.0
+    assert "| the machine: bare scorer's own p99 ÷ p50, 1 thread, no HTTP | - |" in text
+
+
+def test_window_p50s_takes_the_median_of_each_whole_second() -> None:
+    import numpy as np
+
+    from loadtests.hey import window_p50s
+
+    offset = np.arange(0, 3.0, 0.01)  # 100 answers a second for 3 s (the last second not whole)
+    rt = np.where(offset < 1.0, 0.010, 0.020)  # 10 ms, then 20 ms
+    status = np.full(offset.size, 200)
+    status[150] = 500  # a failed answer is not counted
+    assert window_p50s(rt, offset, status) == pytest.approx([10.0, 20.0])
+    assert window_p50s(rt, offset, np.full(offset.size, 503)) == []
