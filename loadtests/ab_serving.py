@@ -58,6 +58,8 @@ VARIANTS: dict[str, tuple[dict[str, str], int]] = {
     "tuned, 2 workers": ({}, 2),
     "2 workers, no request cap per connection": ({"CCRL_KEEP_ALIVE_REQUESTS": "0"}, 2),
     "2 workers, no connection balance": ({"CCRL_BALANCE_CONNECTIONS": "false"}, 2),
+    "3 workers": ({}, 3),
+    "4 workers": ({}, 4),
     "2 workers, no balance, no request cap": (
         {"CCRL_BALANCE_CONNECTIONS": "false", "CCRL_KEEP_ALIVE_REQUESTS": "0"},
         2,
@@ -101,7 +103,8 @@ def ab_http(bundle: Path, rounds: int, seconds: float, names: Sequence[str]) -> 
         def med(f: Any, rs: list[LoadResult] = rs) -> float:
             return statistics.median(f(r) for r in rs)
 
-        tail = f"{statistics.median(tails[name]):11.2f}" if c == 4 else ""
+        each = "/".join(f"{t:.2f}" for t in tails[name])
+        tail = f"{statistics.median(tails[name]):11.2f} ({each})" if c == 4 else ""
         print(
             f"{name:<48} {c:>2} {med(lambda r: r.throughput):9.1f} {med(lambda r: r.p50_ms):7.2f} "
             f"{med(lambda r: r.p99_ms):7.2f} {med(lambda r: r.server_cpu_ms):10.3f} {tail}"
