@@ -262,7 +262,15 @@ def pairs_map(
     Args:
         scores: float [N]; class_ids: int [N]; tokens: [N] segment ids; labels: [N] 0/1.
     """
-    from training.metric import mean_average_precision
+    per_class = pairs_class_ap(scores, class_ids, tokens, labels)
+    return sum(per_class.values()) / len(per_class) if per_class else 0.0
+
+
+def pairs_class_ap(
+    scores: npt.ArrayLike, class_ids: npt.ArrayLike, tokens: Sequence[str], labels: npt.ArrayLike
+) -> dict[int, float]:
+    """AP of each class with a positive pair (the terms of :func:`pairs_map`'s mean), same args."""
+    from training.metric import per_class_average_precision
 
     s = np.asarray(scores, np.float64)
     c = np.asarray(class_ids, np.int64)
@@ -274,7 +282,7 @@ def pairs_map(
         cj = int(c[j])
         ratings.setdefault(cj, {})[tokens[j]] = float(lab[j])
         preds.setdefault(cj, []).append(tokens[j])
-    return mean_average_precision(preds, ratings)
+    return per_class_average_precision(preds, ratings)
 
 
 # --------------------------------------------------------------------------------------------

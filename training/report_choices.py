@@ -28,6 +28,7 @@ def choices(config: Mapping[str, Any]) -> dict[str, Any]:
         "service": training.get("service_choice") or config.get("service"),
         "ensemble": config.get("ensemble"),
         "ensemble_holdout_map": training.get("ensemble_holdout_map"),
+        "ensemble_gain": training.get("ensemble_gain"),
         "new_classes": config.get("new_classes"),
         "alternative": config.get("ccrl_alternative"),
     }
@@ -132,12 +133,16 @@ def _md_ensemble(ch: Mapping[str, Any]) -> list[str]:
         return []
     fb = ens.get("fallback")
     what = (
-        f"the best single member, **{fb}** (no combination beat it on the holdout)"
+        f"the best single member, **{fb}** (no combination beat it on the holdout by more than "
+        "one standard error)"
         if fb
         else f"a weighted {ens.get('method')} of {ens.get('members')}, weights {ens.get('weights')}"
     )
     singles = ", ".join(f"{k} {v:.4f}" for k, v in single.items())
-    return ["### Ensemble", "", f"Kept: {what}. Holdout mAP of the members: {singles}.", ""]
+    gain, g = "", ch.get("ensemble_gain") or {}
+    if g.get("gain") is not None:
+        gain = f" Best combination's gain: {g['gain']:+.4f} ± {g['gain_se']:.4f} (one std. error)."
+    return ["### Ensemble", "", f"Kept: {what}. Holdout mAP of the members: {singles}.{gain}", ""]
 
 
 def _md_new_classes(ch: Mapping[str, Any]) -> list[str]:

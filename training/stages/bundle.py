@@ -78,6 +78,7 @@ def train_config(
             **{name: b.info for name, b in baselines.items()},
             "ensemble_holdout_map": ensemble["holdout_map"],
             "ensemble_tried": ensemble["tried"],
+            "ensemble_gain": {k: ensemble.get(k) for k in ("gain", "gain_se")},
             "gbm_selection": fit.gbm.info() if fit.gbm is not None else None,
             "cg_curve": fit.cg.get("curve", []),
             "service_choice": fit.service,

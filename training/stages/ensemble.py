@@ -8,9 +8,13 @@ are the pair with the best mAP over the rated pairs of the 10% holdout videos (t
 average, the weight closest to 1/3). When CCRL's scores are margins (a ranking objective) only
 ranks are averaged.
 
-The ensemble is never below the best single model on the holdout: unless a combination beats the
-best single member by more than :data:`ENSEMBLE_MARGIN`, the ensemble *is* that member (weight 1,
-the others 0: its ranked lists are the member's own).
+The ensemble is never below the best single model on the holdout, and it is kept only when its
+gain is larger than the holdout can tell from chance: mAP is a mean over classes, so the gain is the
+mean of the per-class AP differences, and it must exceed both :data:`ENSEMBLE_MARGIN` and one
+standard error of that mean (the one-standard-error rule: a 10-video holdout gives a wide error, a
+YouTube-8M holdout of ~4,700 videos and 1,000 classes a narrow one). A gain from one class alone is
+exactly one standard error, so it is never enough. Otherwise the ensemble *is* the best single
+member (weight 1, the others 0: its ranked lists are the member's own).
 """
 
 from __future__ import annotations
@@ -84,7 +88,8 @@ def choose_weights(
     methods: tuple[str, ...] = METHODS,
 ) -> dict[str, Any]:
     """Pick the averaging (``mean`` of probabilities or ``rank``) and CCRL's weight, or the best
-    single member when no combination beats it by more than :data:`ENSEMBLE_MARGIN`.
+    single member when no combination beats it by more than :data:`ENSEMBLE_MARGIN` and one
+    standard error (:func:`gain_standard_error`).
 
     Args:
         pairs: the rated validate pairs (N of them).
@@ -95,7 +100,9 @@ def choose_weights(
 
     Returns:
         ``{"members", "holdout_map": {member: mAP}, "tried": [{method, ccrl_weight, map}],
-        "method", "weights" (member order), "map", "fallback": the single member or None}``.
+        "method", "weights" (member order), "map", "fallback": the single member or None,
+        "gain" and "gain_se": the best combination's gain over the best member and its standard
+        error}``.
     """
     from training.ccrl import pairs_map
 
@@ -115,11 +122,31 @@ def choose_weights(
             best_key = key
             result.update(method=method, weights=[round(x, 6) for x in weights], map=m)
     top = max(single, key=lambda k: (single[k], k == "ccrl"))
-    result["fallback"] = None
-    if result["map"] <= single[top] + ENSEMBLE_MARGIN:
+    best = _combined(scores, cls, result["method"], result["weights"])
+    se = gain_standard_error(best, scores[top], cls, toks, y)
+    result.update(fallback=None, gain=result["map"] - single[top], gain_se=se)
+    if result["gain"] <= max(ENSEMBLE_MARGIN, se) * (1 + 1e-9):  # equal within rounding: not larger
         weights = [1.0 if m == top else 0.0 for m in result["members"]]
         result.update(method="mean", weights=weights, map=single[top], fallback=top)
     return result
+
+
+def gain_standard_error(
+    scores: npt.NDArray[np.float32],
+    base: npt.NDArray[np.float32],
+    class_ids: npt.NDArray[np.int64],
+    tokens: list[str],
+    labels: npt.NDArray[np.int64],
+) -> float:
+    """The standard error of ``scores``' mAP gain over ``base`` (each float [N], same pairs): the
+    spread of the per-class AP differences over the square root of their number (0.0 for fewer
+    than 2 classes)."""
+    from training.ccrl import pairs_class_ap
+
+    a = pairs_class_ap(scores, class_ids, tokens, labels)
+    b = pairs_class_ap(base, class_ids, tokens, labels)
+    diff = np.asarray([a[c] - b[c] for c in a], np.float64)
+    return float(diff.std(ddof=1) / np.sqrt(diff.size)) if diff.size > 1 else 0.0
 
 
 def choose_ensemble(
@@ -141,9 +168,10 @@ def choose_ensemble(
     )
     rounded = {k: round(v, 4) for k, v in ensemble["holdout_map"].items()}
     print(f"  holdout mAP: {json.dumps(rounded)}")
+    gain = f"best combination's gain {ensemble['gain']:+.4f} ± {ensemble['gain_se']:.4f}"
     print(
         f"  ensemble: {ensemble['method']} of {ensemble['members']} with weights "
-        f"{ensemble['weights']} (holdout mAP {ensemble['map']:.4f})"
+        f"{ensemble['weights']} (holdout mAP {ensemble['map']:.4f}; {gain})"
         + (f"; the best single member, {ensemble['fallback']}" if ensemble["fallback"] else "")
     )
     return ensemble
