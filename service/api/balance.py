@@ -58,6 +58,10 @@ class ConnectionBalance:
         """This worker stops accepting (shutdown): no connection is sent its way any more."""
         self.serving = False
         self.counts[self.index] = NOT_READY
+        if self.moved:
+            log.info(
+                "worker %d moved %d connection(s) to even out the workers", self.index, self.moved
+            )
 
     def opened(self) -> None:
         """A connection was accepted by this worker."""

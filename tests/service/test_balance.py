@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import http.client
 import os
+import re
 import signal
 import time
 from collections import Counter
@@ -172,6 +173,8 @@ def test_two_workers_spread_four_connections_two_and_two(
     owners_after, closes_after = _spread(srv, conns, workers, rounds=10)
     assert closes_after == 0 and owners_after == owners
     _stop(srv, conns)
+    moved = re.findall(r"worker \d moved (\d+) connection", srv.log())
+    assert sum(int(n) for n in moved) == closes, srv.log()[-3000:]  # each close was a move
 
 
 @pytest.mark.slow
