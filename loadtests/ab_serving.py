@@ -2,6 +2,7 @@
 
     python -m loadtests.ab_serving http  --bundle models/demo [--rounds 2] [--seconds 2.5]
     python -m loadtests.ab_serving micro --bundle models/demo
+    python -m loadtests.ab_serving tail  --bundle models/demo [--rounds 2] [--variants ...]
 
 ``http``: ``ccrl serve`` under each variant of :data:`VARIANTS` (the tuned defaults, then one
 setting reverted at a time, and the settings before the changes), rounds interleaved so that every
@@ -10,6 +11,10 @@ concurrency 1 and 4 (base64 body, 90 frames), and the median p99 / p50 of 4 pace
 the variant's own rate at concurrency 4 (``make bench``'s tail figure). Server CPU per request is
 the figure to compare on a machine shared with other work: it moves much less than throughput when
 other processes take CPU.
+
+``tail``: what the tail at 70% is made of: the bare scorer's own p99 / p50 in this process, then
+for each variant (default: the tuned 2 workers) p99 / p50 of 4 paced streams at 10%, 35% and 70% of
+its rate at concurrency 4, with the slowest / fastest p50 of the run's whole seconds.
 
 ``micro``: the code-level changes, timed in this process against what they replaced (best of N):
 the answer's serialization (``json.dumps`` vs orjson), the JSON-float body (pydantic-core + numpy
@@ -28,7 +33,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from loadtests.hey import LoadResult, run_hey, run_paced
+from loadtests.hey import LoadResult, PacedLoad, run_hey, run_paced
 from loadtests.payloads import encode_json, localize_body, random_videos
 from loadtests.serving import serve
 from loadtests.timing import best_of
@@ -111,6 +116,47 @@ def ab_http(bundle: Path, rounds: int, seconds: float, names: Sequence[str]) -> 
         )
 
 
+TAIL_FRACTIONS = (0.1, 0.35, 0.7)
+"""The shares of the saturating rate ``tail`` offers."""
+
+
+def ab_tail(bundle: Path, rounds: int, seconds: float, names: Sequence[str]) -> None:
+    from loadtests.bench_http import Bare, frames_of
+
+    video = random_videos(1, min_frames=90, max_frames=90, seed=0)[0]
+    bare = Bare(bundle)
+    one = bare.throughput(lambda: bare.call(frames_of(video)), threads=1, seconds=seconds)
+    print(
+        f"bare scorer, 1 thread: p50 {one['p50_ms']:.2f} ms, p99 ÷ p50 "
+        f"{one['p99_ms'] / one['p50_ms']:.2f}"
+    )
+    print(
+        f"{'variant':<32} {'share':>5} {'rate/s':>7} {'p50 ms':>7} {'p99 ms':>7} "
+        f"{'p99/p50':>7} {'s p50 max/min':>13}"
+    )
+    with tempfile.TemporaryDirectory(prefix="ccrl-ab-") as tmp:
+        body = Path(tmp) / "b64.json"
+        body.write_bytes(encode_json(localize_body(video, "b64")))
+        for _ in range(rounds):
+            for name in names:
+                env, workers = VARIANTS[name]
+                with serve(bundle, env=env, workers=workers) as srv:
+                    url = f"{srv.url}/localize"
+                    run_hey(url, body, concurrency=2, seconds=1)
+                    top = run_hey(url, body, concurrency=4, seconds=seconds).throughput
+                    for share in TAIL_FRACTIONS:
+                        load = PacedLoad(url, [body] * 4, rate=share * top, seconds=2 * seconds)
+                        with load:
+                            pass
+                        r, w = load.result, load.window_p50_ms
+                        assert r is not None
+                        spread = f"{max(w) / min(w):13.2f}" if len(w) > 1 else f"{'-':>13}"
+                        print(
+                            f"{name:<32} {share:5.2f} {share * top:7.0f} {r.p50_ms:7.2f} "
+                            f"{r.p99_ms:7.2f} {r.p99_over_p50:7.2f} {spread}"
+                        )
+
+
 def ab_micro(bundle: Path) -> None:
     import orjson
     import pydantic_core
@@ -167,14 +213,16 @@ def full_collection(frozen: bool) -> tuple[float, int]:
 
 def main(argv: Sequence[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("mode", choices=["http", "micro"])
+    ap.add_argument("mode", choices=["http", "tail", "micro"])
     ap.add_argument("--bundle", type=Path, required=True)
     ap.add_argument("--rounds", type=int, default=2)
     ap.add_argument("--seconds", type=float, default=2.5)
-    ap.add_argument("--variants", nargs="*", default=list(VARIANTS), choices=list(VARIANTS))
+    ap.add_argument("--variants", nargs="*", default=None, choices=list(VARIANTS))
     args = ap.parse_args(argv)
     if args.mode == "http":
-        ab_http(args.bundle, args.rounds, args.seconds, args.variants)
+        ab_http(args.bundle, args.rounds, args.seconds, args.variants or list(VARIANTS))
+    elif args.mode == "tail":
+        ab_tail(args.bundle, args.rounds, args.seconds, args.variants or ["tuned, 2 workers"])
     else:
         ab_micro(args.bundle)
 
