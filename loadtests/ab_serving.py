@@ -29,7 +29,7 @@ import gc
 import json
 import statistics
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +37,7 @@ from loadtests.hey import LoadResult, PacedLoad, run_hey, run_paced
 from loadtests.payloads import encode_json, localize_body, random_videos
 from loadtests.serving import serve
 from loadtests.timing import best_of
+from service.yt8m import Video
 
 # name -> (environment, workers); every variant starts from the service defaults.
 VARIANTS: dict[str, tuple[dict[str, str], int]] = {
@@ -80,10 +81,12 @@ VARIANTS: dict[str, tuple[dict[str, str], int]] = {
 }
 
 
-def ab_http(bundle: Path, rounds: int, seconds: float, names: Sequence[str]) -> None:
-    video = random_videos(1, min_frames=90, max_frames=90, seed=0)[0]
-    runs: dict[tuple[str, int], list[LoadResult]] = {}
-    tails: dict[str, list[float]] = {}
+def _warm_servers(
+    bundle: Path, video: Video, rounds: int, names: Sequence[str]
+) -> Iterator[tuple[str, int, str, Path]]:
+    """For ``rounds`` rounds, each variant of ``names`` in turn: ``(name, server pid, /localize
+    URL, base64 body file of video)`` with its ``ccrl serve`` started and warmed up (stopped when
+    the caller asks for the next one)."""
     with tempfile.TemporaryDirectory(prefix="ccrl-ab-") as tmp:
         body = Path(tmp) / "b64.json"
         body.write_bytes(encode_json(localize_body(video, "b64")))
@@ -93,12 +96,19 @@ def ab_http(bundle: Path, rounds: int, seconds: float, names: Sequence[str]) -> 
                 with serve(bundle, env=env, workers=workers) as srv:
                     url = f"{srv.url}/localize"
                     run_hey(url, body, concurrency=2, seconds=1)
-                    for c in (1, 4):
-                        r = run_hey(url, body, concurrency=c, seconds=seconds, server_pid=srv.pid)
-                        runs.setdefault((name, c), []).append(r)
-                    rate = 0.7 * r.throughput
-                    paced = run_paced(url, body, rate=rate, streams=4, seconds=2 * seconds)
-                    tails.setdefault(name, []).append(paced.p99_over_p50)
+                    yield name, srv.pid, url, body
+
+
+def ab_http(bundle: Path, rounds: int, seconds: float, names: Sequence[str]) -> None:
+    video = random_videos(1, min_frames=90, max_frames=90, seed=0)[0]
+    runs: dict[tuple[str, int], list[LoadResult]] = {}
+    tails: dict[str, list[float]] = {}
+    for name, pid, url, body in _warm_servers(bundle, video, rounds, names):
+        for c in (1, 4):
+            r = run_hey(url, body, concurrency=c, seconds=seconds, server_pid=pid)
+            runs.setdefault((name, c), []).append(r)
+        paced = run_paced(url, body, rate=0.7 * r.throughput, streams=4, seconds=2 * seconds)
+        tails.setdefault(name, []).append(paced.p99_over_p50)
     print(
         f"{'variant':<48} {'c':>2} {'videos/s':>9} {'p50 ms':>7} {'p99 ms':>7} {'CPU ms/req':>10}"
         f" {'p99/p50@70%':>11}"
@@ -125,7 +135,8 @@ def ab_tail(bundle: Path, rounds: int, seconds: float, names: Sequence[str]) -> 
 
     video = random_videos(1, min_frames=90, max_frames=90, seed=0)[0]
     bare = Bare(bundle)
-    one = bare.throughput(lambda: bare.call(frames_of(video)), threads=1, seconds=seconds)
+    frames = frames_of(video)
+    one = bare.throughput(lambda: bare.call(frames), threads=1, seconds=seconds)
     print(
         f"bare scorer, 1 thread: p50 {one['p50_ms']:.2f} ms, p99 ÷ p50 "
         f"{one['p99_ms'] / one['p50_ms']:.2f}"
@@ -134,27 +145,19 @@ def ab_tail(bundle: Path, rounds: int, seconds: float, names: Sequence[str]) -> 
         f"{'variant':<32} {'share':>5} {'rate/s':>7} {'p50 ms':>7} {'p99 ms':>7} "
         f"{'p99/p50':>7} {'s p50 max/min':>13}"
     )
-    with tempfile.TemporaryDirectory(prefix="ccrl-ab-") as tmp:
-        body = Path(tmp) / "b64.json"
-        body.write_bytes(encode_json(localize_body(video, "b64")))
-        for _ in range(rounds):
-            for name in names:
-                env, workers = VARIANTS[name]
-                with serve(bundle, env=env, workers=workers) as srv:
-                    url = f"{srv.url}/localize"
-                    run_hey(url, body, concurrency=2, seconds=1)
-                    top = run_hey(url, body, concurrency=4, seconds=seconds).throughput
-                    for share in TAIL_FRACTIONS:
-                        load = PacedLoad(url, [body] * 4, rate=share * top, seconds=2 * seconds)
-                        with load:
-                            pass
-                        r, w = load.result, load.window_p50_ms
-                        assert r is not None
-                        spread = f"{max(w) / min(w):13.2f}" if len(w) > 1 else f"{'-':>13}"
-                        print(
-                            f"{name:<32} {share:5.2f} {share * top:7.0f} {r.p50_ms:7.2f} "
-                            f"{r.p99_ms:7.2f} {r.p99_over_p50:7.2f} {spread}"
-                        )
+    for name, _, url, body in _warm_servers(bundle, video, rounds, names):
+        top = run_hey(url, body, concurrency=4, seconds=seconds).throughput
+        for share in TAIL_FRACTIONS:
+            load = PacedLoad(url, [body] * 4, rate=share * top, seconds=2 * seconds)
+            with load:
+                pass
+            r, w = load.result, load.window_p50_ms
+            assert r is not None
+            spread = f"{max(w) / min(w):13.2f}" if len(w) > 1 else f"{'-':>13}"
+            print(
+                f"{name:<32} {share:5.2f} {share * top:7.0f} {r.p50_ms:7.2f} "
+                f"{r.p99_ms:7.2f} {r.p99_over_p50:7.2f} {spread}"
+            )
 
 
 def ab_micro(bundle: Path) -> None:
